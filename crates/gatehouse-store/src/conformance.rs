@@ -1,0 +1,309 @@
+//! The conformance suite every [`Store`] implementation runs. Each check is
+//! an async function over a store; [`crate::conformance_tests!`] turns them
+//! into `#[tokio::test]`s in a backend's crate. Checks use source names of
+//! their own, so they can share one database and run in parallel.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use gatehouse_core::{Disposition, EventId, Header, NewEvent, UnixMillis, VerificationFailure};
+
+use crate::{EventQuery, IngestOutcome, Store};
+
+/// A source name no other check uses.
+pub fn unique_source(label: &str) -> String {
+    format!("{label}-{}", EventId::new().to_string().to_lowercase())
+}
+
+/// A verified event on `source` with dedup key `key`.
+pub fn sample_event(source: &str, key: &str) -> NewEvent {
+    NewEvent {
+        id: EventId::new(),
+        source: Arc::from(source),
+        received_at: UnixMillis::now(),
+        dedup_key: key.to_string(),
+        provider_event_id: Some(key.to_string()),
+        event_type: Some("payment_intent.succeeded".to_string()),
+        disposition: Disposition::Accepted,
+        headers: vec![
+            Header {
+                name: "content-type".into(),
+                value: "application/json".into(),
+            },
+            Header {
+                name: "stripe-signature".into(),
+                value: "t=1,v1=00".into(),
+            },
+        ],
+        body: Bytes::from(format!(r#"{{"id":"{key}","type":"payment_intent.succeeded"}}"#)),
+        verification: "stripe-v1, secret #1".into(),
+        remote_addr: Some("127.0.0.1".into()),
+    }
+}
+
+/// A committed event reads back byte for byte, with every field.
+pub async fn ingest_then_read_back(store: &dyn Store) {
+    let source = unique_source("readback");
+    let mut event = sample_event(&source, "evt_readback");
+    // Raw bytes that are not UTF-8 (and a NUL) must survive untouched.
+    event.body = Bytes::from_static(b"\xff\x00{\"id\": \"evt_readback\"}\r\n\xfe");
+    event.disposition = Disposition::Ignored;
+    let outcomes = store.ingest(vec![event.clone()]).await.expect("ingest");
+    assert_eq!(outcomes, vec![IngestOutcome::Stored]);
+
+    let stored = store.event(event.id).await.expect("read").expect("event exists");
+    assert_eq!(stored.summary.id, event.id);
+    assert_eq!(stored.summary.source, source);
+    assert_eq!(stored.summary.dedup_key, "evt_readback");
+    assert_eq!(stored.summary.provider_event_id.as_deref(), Some("evt_readback"));
+    assert_eq!(stored.summary.event_type.as_deref(), Some("payment_intent.succeeded"));
+    assert_eq!(stored.summary.disposition, Disposition::Ignored);
+    assert_eq!(stored.summary.received_at, event.received_at);
+    assert_eq!(stored.summary.duplicates, 0);
+    assert_eq!(stored.summary.last_duplicate_at, None);
+    assert_eq!(stored.body, event.body);
+    assert_eq!(stored.headers, event.headers);
+    assert_eq!(stored.verification, event.verification);
+    assert_eq!(stored.remote_addr, event.remote_addr);
+
+    assert!(store.event(EventId::new()).await.expect("read").is_none());
+}
+
+/// The same (source, dedup key) in a later batch is a duplicate of the
+/// first; the same key on another source is a different event.
+pub async fn duplicates_across_batches(store: &dyn Store) {
+    let source = unique_source("dup");
+    let other_source = unique_source("dup-other");
+    let first = sample_event(&source, "evt_same");
+    assert_eq!(
+        store.ingest(vec![first.clone()]).await.expect("ingest"),
+        vec![IngestOutcome::Stored]
+    );
+
+    let again = sample_event(&source, "evt_same");
+    let elsewhere = sample_event(&other_source, "evt_same");
+    let outcomes = store.ingest(vec![again.clone(), elsewhere]).await.expect("ingest");
+    assert_eq!(
+        outcomes,
+        vec![IngestOutcome::Duplicate { original: first.id }, IngestOutcome::Stored]
+    );
+    assert!(
+        store.event(again.id).await.expect("read").is_none(),
+        "a duplicate is not stored"
+    );
+
+    let third = sample_event(&source, "evt_same");
+    store.ingest(vec![third.clone()]).await.expect("ingest");
+    let original = store.event(first.id).await.expect("read").expect("original");
+    assert_eq!(original.summary.duplicates, 2);
+    assert_eq!(original.summary.last_duplicate_at, Some(third.received_at));
+}
+
+/// Two events with one key in the same batch: the first is stored, the
+/// second counted as its duplicate.
+pub async fn duplicates_within_a_batch(store: &dyn Store) {
+    let source = unique_source("dup-batch");
+    let a = sample_event(&source, "evt_twice");
+    let b = sample_event(&source, "evt_twice");
+    let c = sample_event(&source, "evt_once");
+    let outcomes = store.ingest(vec![a.clone(), b, c]).await.expect("ingest");
+    assert_eq!(
+        outcomes,
+        vec![
+            IngestOutcome::Stored,
+            IngestOutcome::Duplicate { original: a.id },
+            IngestOutcome::Stored
+        ]
+    );
+    let stored = store.event(a.id).await.expect("read").expect("stored");
+    assert_eq!(stored.summary.duplicates, 1);
+}
+
+/// An empty batch is a no-op.
+pub async fn empty_batch(store: &dyn Store) {
+    assert_eq!(store.ingest(Vec::new()).await.expect("ingest"), Vec::new());
+}
+
+/// A large body (1 MiB) commits and reads back intact.
+pub async fn large_body(store: &dyn Store) {
+    let source = unique_source("large");
+    let mut event = sample_event(&source, "evt_large");
+    let body: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    event.body = Bytes::from(body);
+    store.ingest(vec![event.clone()]).await.expect("ingest");
+    let stored = store.event(event.id).await.expect("read").expect("stored");
+    assert_eq!(stored.body, event.body);
+}
+
+/// Events are found by their source and dedup key.
+pub async fn lookup_by_dedup_key(store: &dyn Store) {
+    let source = unique_source("lookup");
+    let event = sample_event(&source, "evt_lookup");
+    store.ingest(vec![event.clone()]).await.expect("ingest");
+    let found = store
+        .event_by_dedup_key(&source, "evt_lookup")
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(found.summary.id, event.id);
+    assert!(store
+        .event_by_dedup_key(&source, "evt_missing")
+        .await
+        .expect("read")
+        .is_none());
+    assert!(store
+        .event_by_dedup_key("no-such-source", "evt_lookup")
+        .await
+        .expect("read")
+        .is_none());
+}
+
+/// Lists are newest first, filter by source and type, and page by keyset.
+pub async fn list_pages_newest_first(store: &dyn Store) {
+    let source = unique_source("list");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut event = sample_event(&source, &format!("evt_list_{i}"));
+        if i % 2 == 0 {
+            event.event_type = Some("charge.refunded".into());
+        }
+        ids.push(event.id);
+        store.ingest(vec![event]).await.expect("ingest");
+    }
+    ids.reverse();
+
+    let first_page = store
+        .list_events(&EventQuery {
+            source: Some(source.clone()),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(first_page.iter().map(|e| e.id).collect::<Vec<_>>(), ids[..2]);
+
+    let second_page = store
+        .list_events(&EventQuery {
+            source: Some(source.clone()),
+            before: Some(ids[1]),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(second_page.iter().map(|e| e.id).collect::<Vec<_>>(), ids[2..]);
+
+    let refunds = store
+        .list_events(&EventQuery {
+            source: Some(source.clone()),
+            event_type: Some("charge.refunded".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(refunds.len(), 3);
+    assert!(refunds
+        .iter()
+        .all(|e| e.event_type.as_deref() == Some("charge.refunded")));
+}
+
+/// Verification failures are recorded, listed newest first and counted.
+pub async fn verification_failures_are_kept(store: &dyn Store) {
+    let source = unique_source("failures");
+    let failures: Vec<_> = (0..3)
+        .map(|i| VerificationFailure {
+            source: source.clone(),
+            reason: if i == 2 {
+                "timestamp_too_old"
+            } else {
+                "no_matching_signature"
+            }
+            .into(),
+            remote_addr: Some(format!("10.0.0.{i}")),
+            at: UnixMillis(1_700_000_000_000 + i),
+        })
+        .collect();
+    store
+        .record_verification_failures(failures.clone())
+        .await
+        .expect("record");
+    let listed = store.verification_failures(Some(&source), 10).await.expect("list");
+    assert_eq!(listed, failures.iter().rev().cloned().collect::<Vec<_>>());
+
+    let counts = store.source_counts().await.expect("counts");
+    let mine = counts.iter().find(|c| c.source == source).expect("source counted");
+    assert_eq!(mine.verification_failures, 3);
+    assert_eq!(mine.events, 0);
+}
+
+/// Counts per source include events and duplicates.
+pub async fn counts_per_source(store: &dyn Store) {
+    let source = unique_source("counts");
+    store
+        .ingest(vec![
+            sample_event(&source, "a"),
+            sample_event(&source, "b"),
+            sample_event(&source, "a"),
+        ])
+        .await
+        .expect("ingest");
+    let counts = store.source_counts().await.expect("counts");
+    let mine = counts.iter().find(|c| c.source == source).expect("source counted");
+    assert_eq!((mine.events, mine.duplicates, mine.verification_failures), (2, 1, 0));
+}
+
+/// Many concurrent batches all commit, none lost, none doubled.
+pub async fn concurrent_batches(store: Arc<dyn Store>) {
+    let source = unique_source("concurrent");
+    let mut tasks = Vec::new();
+    for batch in 0..8 {
+        let store = store.clone();
+        let source = source.clone();
+        tasks.push(tokio::spawn(async move {
+            let events: Vec<_> = (0..25)
+                .map(|i| sample_event(&source, &format!("evt_{batch}_{i}")))
+                .collect();
+            store.ingest(events).await
+        }));
+    }
+    for task in tasks {
+        let outcomes = task.await.expect("task").expect("ingest");
+        assert!(outcomes.iter().all(|o| *o == IngestOutcome::Stored));
+    }
+    let counts = store.source_counts().await.expect("counts");
+    let mine = counts.iter().find(|c| c.source == source).expect("source counted");
+    assert_eq!(mine.events, 200);
+}
+
+/// The store answers a ping.
+pub async fn ping(store: &dyn Store) {
+    store.ping().await.expect("ping");
+}
+
+/// Declares one `#[tokio::test]` per conformance check in the calling crate.
+/// `$make` is an async expression giving a fresh `Arc<dyn Store>`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            ingest_then_read_back, duplicates_across_batches, duplicates_within_a_batch,
+            empty_batch, large_body, lookup_by_dedup_key, list_pages_newest_first,
+            verification_failures_are_kept, counts_per_source, ping);
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn concurrent_batches() {
+            let store: ::std::sync::Arc<dyn $crate::Store> = $make.await;
+            $crate::conformance::concurrent_batches(store).await;
+        }
+    };
+    (@each $make:expr; $($check:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let store: ::std::sync::Arc<dyn $crate::Store> = $make.await;
+                $crate::conformance::$check(&*store).await;
+            }
+        )+
+    };
+}

@@ -1,0 +1,24 @@
+//! Provider signature verification, as pure functions over (headers, raw
+//! body, secrets, now). Nothing here does I/O: every verifier is unit-tested
+//! against the providers' published vectors, fuzzed and benchmarked alone.
+//!
+//! - [`request`]: [`InboundRequest`], the untrusted request as received.
+//! - [`provider`]: the [`Provider`] trait every scheme implements, and what
+//!   verification proves ([`Verified`]) and extracts ([`Identity`]).
+//! - [`rejection`]: why a request was refused, as stable reason codes.
+//! - [`registry`]: builds a provider from its name and source options.
+//! - [`providers`]: one file per provider.
+//! - [`util`]: constant-time comparison, HMAC, header and timestamp helpers.
+#![deny(missing_docs)]
+
+pub mod provider;
+pub mod providers;
+pub mod registry;
+pub mod rejection;
+pub mod request;
+pub mod util;
+
+pub use provider::{HandshakeReply, Identity, Kind, Provider, Verified};
+pub use registry::{build, provider_names, BuildError, ProviderSpec, VerifyOptions};
+pub use rejection::Rejection;
+pub use request::InboundRequest;
