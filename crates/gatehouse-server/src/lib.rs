@@ -1,1 +1,144 @@
-//! placeholder
+//! The gatehouse server. A map of the pipeline as modules:
+//!
+//! - [`config`]: `gatehouse.toml`, validated, secrets resolved, errors with
+//!   file, line and key; the embedded demo.
+//! - [`storage`]: picks SQLite or PostgreSQL from the storage URL.
+//! - [`ingest`]: `POST /in/{source}`: body limit, verify, identify, group
+//!   commit, answer.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`telemetry`]: ingest events as types, counters.
+//!
+//! [`Gateway::start`] builds everything from a [`config::Config`];
+//! [`Gateway::serve`] takes the listener and a shutdown signal, so tests bind
+//! port 0 and stop the server when they like.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod health;
+pub mod ingest;
+pub mod storage;
+pub mod telemetry;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use gatehouse_store::{Store, StoreError};
+
+use config::Config;
+use ingest::commit::Committer;
+use ingest::failures::FailureRecorder;
+use ingest::source::Source;
+use ingest::IngestState;
+use telemetry::Metrics;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] StoreError),
+    /// A source could not be built (validation should have caught it).
+    #[error("source {source_name}: {message}")]
+    Source {
+        /// The source.
+        source_name: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A gateway ready to serve: storage open, sources built, committer running.
+pub struct Gateway {
+    router: Router,
+    store: Arc<dyn Store>,
+    committer_task: JoinHandle<()>,
+    failures_task: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Opens storage and builds the sources from `config`.
+    pub async fn start(config: &Config) -> Result<Self, StartError> {
+        let store = storage::open(&config.file.storage).await?;
+        let mut sources = HashMap::new();
+        for (source_config, secrets) in config.file.sources.iter().zip(&config.secrets) {
+            let source = Source::build(source_config, secrets, config.file.server.body_limit.0).map_err(|message| {
+                StartError::Source {
+                    source_name: source_config.name.clone(),
+                    message,
+                }
+            })?;
+            if source_config.provider == "none" {
+                tracing::warn!(
+                    source = %source_config.name,
+                    "Source accepts UNVERIFIED requests (provider \"none\", insecure = true): anyone who can reach it can inject events."
+                );
+            }
+            sources.insert(source_config.name.clone(), Arc::new(source));
+        }
+        let metrics = Arc::new(Metrics::new(sources.keys().map(String::as_str)));
+        let (committer, committer_task) = Committer::start(
+            store.clone(),
+            config.file.server.max_batch,
+            config.file.server.commit_timeout,
+        );
+        let (failures, failures_task) = FailureRecorder::start(store.clone());
+        let ingest_state = IngestState {
+            sources: Arc::new(sources),
+            committer,
+            failures: failures.clone(),
+            metrics: metrics.clone(),
+            public_url: config.file.server.public_url.as_deref().map(Arc::from),
+        };
+        let router = Router::new()
+            .merge(ingest::router(ingest_state))
+            .merge(health::router(health::HealthState {
+                store: store.clone(),
+                metrics,
+                failures,
+            }));
+        Ok(Self {
+            router,
+            store,
+            committer_task,
+            failures_task,
+        })
+    }
+
+    /// The store, for callers that need it beside the server.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections,
+    /// lets in-flight requests finish (each waits for its commit) and waits
+    /// for the committer to drain.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let listener = listener.tap_io(|tcp| {
+            // Small JSON answers must not wait for Nagle's algorithm.
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(
+            listener,
+            self.router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        // The router (and with it every Committer clone) is gone now, so the
+        // committer finishes the queued batches and stops.
+        let _ = self.committer_task.await;
+        let _ = self.failures_task.await;
+        tracing::info!("Shut down cleanly; every received event was committed or answered.");
+        Ok(())
+    }
+}

@@ -1,1 +1,366 @@
-//! placeholder
+//! The PostgreSQL implementation of the gatehouse [`Store`]: the backend
+//! for running any number of gatehouse processes on one database. This
+//! crate owns the PostgreSQL schema and its migrations, the connection pool,
+//! and how each store operation becomes SQL.
+//!
+//! - [`PostgresStore`]: the store, over a pool of connections
+//!   ([`PostgresOptions`] sizes it); connecting applies the migrations.
+//! - `migrate`: the schema as SQL files under `migrations/`, embedded in the
+//!   binary and applied under an advisory lock.
+//! - `ingest`: how a batch becomes one transaction of at most two
+//!   statements (one multi-row insert, one duplicate count).
+//! - `rows`: the columns queries select and how rows become domain types.
+//! - `error`: which driver errors mean "unavailable, retry later".
+//!
+//! Connections are plain TCP or Unix sockets: TLS is not supported yet, so a
+//! URL with `sslmode=require` fails to connect.
+#![deny(missing_docs)]
+
+mod error;
+mod ingest;
+mod migrate;
+mod rows;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use gatehouse_core::{EventId, EventSummary, NewEvent, StoredEvent, VerificationFailure};
+use gatehouse_store::{EventQuery, IngestOutcome, SourceCounts, Store, StoreError};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::NoTls;
+use tracing::info;
+
+use crate::error::{from_pg, from_pool};
+use crate::rows::{pg_text, EVENT_COLUMNS, FAILURE_COLUMNS, SUMMARY_COLUMNS};
+
+/// The most rows one list call returns, whatever limit it asks for.
+const MAX_LIST_LIMIT: u32 = 1000;
+
+/// How many ingest batches commit at once: PostgreSQL commits in parallel,
+/// and a few concurrent group commits already keep the WAL writer busy.
+const CONCURRENT_BATCHES: usize = 4;
+
+/// How to size and time the connection pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// The most connections held open at once (at least 1).
+    pub pool_size: usize,
+    /// How long to wait for a new connection to be established, or for a
+    /// pooled one to come free, before the operation fails as unavailable.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A [`Store`] on a PostgreSQL database, shared by every gatehouse process
+/// that points at it.
+pub struct PostgresStore {
+    pool: Pool,
+    max_concurrent_batches: usize,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`
+    /// or the `host=… user=…` form), checks that it answers, and applies any
+    /// pending migrations.
+    ///
+    /// Fails with [`StoreError::Unavailable`] if the database cannot be
+    /// reached within `options.connect_timeout`, and with
+    /// [`StoreError::SchemaTooNew`] if a newer gatehouse already migrated it.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        // The parse error would quote the URL, password included.
+        let mut config: tokio_postgres::Config = url.parse().map_err(|_| {
+            StoreError::Internal("invalid PostgreSQL URL (expected postgres://user:password@host:port/database)".into())
+        })?;
+        config.connect_timeout(options.connect_timeout);
+        // A 2xx promises a durable commit, whatever the server's default:
+        // force synchronous_commit on for gatehouse's sessions.
+        let session_options = match config.get_options() {
+            Some(existing) => format!("{existing} -c synchronous_commit=on"),
+            None => "-c synchronous_commit=on".to_string(),
+        };
+        config.options(&session_options);
+        if config.get_application_name().is_none() {
+            config.application_name("gatehouse");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool_size = options.pool_size.max(1);
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("build the connection pool: {e}")))?;
+
+        let mut client = pool.get().await.map_err(from_pool)?;
+        migrate::run(&mut client).await?;
+        drop(client);
+        info!(
+            pool_size,
+            schema_version = migrate::supported_version(),
+            "Connected to PostgreSQL."
+        );
+        Ok(Self {
+            pool,
+            max_concurrent_batches: CONCURRENT_BATCHES.min(pool_size),
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(from_pool)
+    }
+
+    /// Runs a cached prepared statement and decodes every row.
+    async fn query<T>(
+        &self,
+        context: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        decode: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(|e| from_pg(context, &e))?;
+        let rows = client
+            .query(&statement, params)
+            .await
+            .map_err(|e| from_pg(context, &e))?;
+        rows.iter().map(decode).collect()
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The pool's own Debug would print the connection settings.
+        let status = self.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("max_size", &status.max_size)
+            .field("connections", &status.size)
+            .field("idle", &status.available)
+            .finish()
+    }
+}
+
+/// The SQL for one combination of list filters. Only placeholders vary, so
+/// there are at most eight distinct statements to prepare and cache.
+fn list_events_sql(by_source: bool, by_type: bool, before: bool) -> String {
+    let mut conditions = Vec::new();
+    let mut next = 1;
+    let mut placeholder = || {
+        let text = format!("${next}");
+        next += 1;
+        text
+    };
+    if by_source {
+        conditions.push(format!("source = {}", placeholder()));
+    }
+    if by_type {
+        conditions.push(format!("event_type = {}", placeholder()));
+    }
+    if before {
+        conditions.push(format!("id < {}", placeholder()));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    format!(
+        "SELECT {SUMMARY_COLUMNS} FROM events{filter} ORDER BY id DESC LIMIT {}",
+        placeholder()
+    )
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn max_concurrent_batches(&self) -> usize {
+        self.max_concurrent_batches
+    }
+
+    async fn ingest(&self, batch: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StoreError> {
+        ingest::ingest(&self.pool, &batch).await
+    }
+
+    async fn record_verification_failures(&self, failures: Vec<VerificationFailure>) -> Result<(), StoreError> {
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let sources: Vec<_> = failures.iter().map(|f| pg_text(&f.source)).collect();
+        let reasons: Vec<_> = failures.iter().map(|f| pg_text(&f.reason)).collect();
+        let remote_addrs: Vec<_> = failures.iter().map(|f| f.remote_addr.as_deref().map(pg_text)).collect();
+        let at: Vec<i64> = failures.iter().map(|f| f.at.0).collect();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO verification_failures (source, reason, remote_addr, at)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[])",
+            )
+            .await
+            .map_err(|e| from_pg("prepare record verification failures", &e))?;
+        client
+            .execute(&statement, &[&sources, &reasons, &remote_addrs, &at])
+            .await
+            .map_err(|e| from_pg("record verification failures", &e))?;
+        Ok(())
+    }
+
+    async fn event(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
+        let id = id.to_bytes();
+        let id: &[u8] = &id;
+        let mut events = self.query("read event", &sql, &[&id], rows::stored_event).await?;
+        Ok(events.pop())
+    }
+
+    async fn event_by_dedup_key(&self, source: &str, dedup_key: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE source = $1 AND dedup_key = $2");
+        let (source, dedup_key) = (pg_text(source), pg_text(dedup_key));
+        let mut events = self
+            .query(
+                "read event by dedup key",
+                &sql,
+                &[&source, &dedup_key],
+                rows::stored_event,
+            )
+            .await?;
+        Ok(events.pop())
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+        let source = query.source.as_deref().map(pg_text);
+        let event_type = query.event_type.as_deref().map(pg_text);
+        let before = query.before.map(|id| id.to_bytes());
+        let limit = i64::from(query.limit.min(MAX_LIST_LIMIT));
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4);
+        if let Some(source) = &source {
+            params.push(source);
+        }
+        if let Some(event_type) = &event_type {
+            params.push(event_type);
+        }
+        let before = before.as_ref().map(|bytes| bytes.as_slice());
+        if let Some(before) = &before {
+            params.push(before);
+        }
+        params.push(&limit);
+        let sql = list_events_sql(source.is_some(), event_type.is_some(), before.is_some());
+        self.query("list events", &sql, &params, rows::summary).await
+    }
+
+    async fn verification_failures(
+        &self,
+        source: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<VerificationFailure>, StoreError> {
+        let limit = i64::from(limit.min(MAX_LIST_LIMIT));
+        match source.map(pg_text) {
+            Some(source) => {
+                let sql = format!(
+                    "SELECT {FAILURE_COLUMNS} FROM verification_failures WHERE source = $1 \
+                     ORDER BY at DESC, id DESC LIMIT $2"
+                );
+                self.query(
+                    "list verification failures",
+                    &sql,
+                    &[&source, &limit],
+                    rows::verification_failure,
+                )
+                .await
+            }
+            None => {
+                let sql =
+                    format!("SELECT {FAILURE_COLUMNS} FROM verification_failures ORDER BY at DESC, id DESC LIMIT $1");
+                self.query(
+                    "list verification failures",
+                    &sql,
+                    &[&limit],
+                    rows::verification_failure,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn source_counts(&self) -> Result<Vec<SourceCounts>, StoreError> {
+        // COLLATE "C": sorted by bytes, as Rust sorts strings, whatever the
+        // database's locale.
+        let sql = "\
+            SELECT source, coalesce(e.events, 0), coalesce(e.duplicates, 0), coalesce(f.failures, 0)
+            FROM (SELECT source, count(*) AS events, sum(duplicates) AS duplicates
+                  FROM events GROUP BY source) AS e
+            FULL OUTER JOIN (SELECT source, count(*) AS failures
+                             FROM verification_failures GROUP BY source) AS f
+            USING (source)
+            ORDER BY source COLLATE \"C\"";
+        self.query("count events per source", sql, &[], |row| {
+            let get = |e| from_pg("decode source counts", &e);
+            let count = |index: usize| -> Result<u64, StoreError> {
+                let value: i64 = row.try_get(index).map_err(get)?;
+                Ok(u64::try_from(value).unwrap_or(0))
+            };
+            Ok(SourceCounts {
+                source: row.try_get(0).map_err(get)?,
+                events: count(1)?,
+                duplicates: count(2)?,
+                verification_failures: count(3)?,
+            })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.batch_execute("SELECT 1").await.map_err(|e| from_pg("ping", &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_sql_numbers_placeholders_in_order() {
+        assert_eq!(
+            list_events_sql(false, false, false),
+            format!("SELECT {SUMMARY_COLUMNS} FROM events ORDER BY id DESC LIMIT $1")
+        );
+        assert_eq!(
+            list_events_sql(true, true, true),
+            format!(
+                "SELECT {SUMMARY_COLUMNS} FROM events WHERE source = $1 AND event_type = $2 AND id < $3 \
+                 ORDER BY id DESC LIMIT $4"
+            )
+        );
+        assert_eq!(
+            list_events_sql(false, true, true),
+            format!("SELECT {SUMMARY_COLUMNS} FROM events WHERE event_type = $1 AND id < $2 ORDER BY id DESC LIMIT $3")
+        );
+    }
+
+    #[test]
+    fn default_options() {
+        let options = PostgresOptions::default();
+        assert_eq!(options.pool_size, 16);
+        assert_eq!(options.connect_timeout, Duration::from_secs(5));
+    }
+}

@@ -283,27 +283,48 @@ pub async fn ping(store: &dyn Store) {
 }
 
 /// Declares one `#[tokio::test]` per conformance check in the calling crate.
-/// `$make` is an async expression giving a fresh `Arc<dyn Store>`.
+///
+/// - `conformance_tests!(make())`: `make()` is an async expression giving a
+///   fresh `Arc<dyn Store>`.
+/// - `conformance_tests!(optional: make())`: `make()` gives an
+///   `Option<Arc<dyn Store>>`; on `None` (a backend whose server is not
+///   configured here) each test returns at once, and `make()` should say
+///   loudly that it was skipped.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($make:expr) => {
-        $crate::conformance_tests!(@each $make;
+    (@store (required) $make:expr) => {
+        $make.await
+    };
+    (@store (optional) $make:expr) => {
+        match $make.await {
+            ::std::option::Option::Some(store) => store,
+            ::std::option::Option::None => return,
+        }
+    };
+    (@all $mode:tt $make:expr) => {
+        $crate::conformance_tests!(@each $mode $make;
             ingest_then_read_back, duplicates_across_batches, duplicates_within_a_batch,
             empty_batch, large_body, lookup_by_dedup_key, list_pages_newest_first,
             verification_failures_are_kept, counts_per_source, ping);
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn concurrent_batches() {
-            let store: ::std::sync::Arc<dyn $crate::Store> = $make.await;
+            let store: ::std::sync::Arc<dyn $crate::Store> = $crate::conformance_tests!(@store $mode $make);
             $crate::conformance::concurrent_batches(store).await;
         }
     };
-    (@each $make:expr; $($check:ident),+) => {
+    (@each $mode:tt $make:expr; $($check:ident),+) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                let store: ::std::sync::Arc<dyn $crate::Store> = $make.await;
+                let store: ::std::sync::Arc<dyn $crate::Store> = $crate::conformance_tests!(@store $mode $make);
                 $crate::conformance::$check(&*store).await;
             }
         )+
+    };
+    (optional: $make:expr) => {
+        $crate::conformance_tests!(@all (optional) $make);
+    };
+    ($make:expr) => {
+        $crate::conformance_tests!(@all (required) $make);
     };
 }

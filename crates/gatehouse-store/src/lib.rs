@@ -8,6 +8,8 @@ use async_trait::async_trait;
 
 use gatehouse_core::{EventId, EventSummary, NewEvent, StoredEvent, VerificationFailure};
 
+pub mod codec;
+
 #[cfg(feature = "conformance")]
 pub mod conformance;
 

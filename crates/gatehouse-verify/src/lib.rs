@@ -16,6 +16,8 @@ pub mod providers;
 pub mod registry;
 pub mod rejection;
 pub mod request;
+#[cfg(test)]
+mod test_support;
 pub mod util;
 
 pub use provider::{HandshakeReply, Identity, Kind, Provider, Verified};

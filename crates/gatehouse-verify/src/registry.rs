@@ -70,7 +70,7 @@ impl BuildError {
 
 /// The provider names gatehouse knows, in the order the docs list them.
 pub fn provider_names() -> &'static [&'static str] {
-    &["stripe", "none"]
+    &["stripe", "github", "standard-webhooks", "svix", "hmac", "token", "none"]
 }
 
 /// Builds the provider for one source.
@@ -81,6 +81,48 @@ pub fn build(spec: ProviderSpec<'_>) -> Result<Arc<dyn Provider>, BuildError> {
             reject_options(&spec, &[])?;
             let tolerance = spec.tolerance.unwrap_or(providers::stripe::DEFAULT_TOLERANCE);
             Ok(Arc::new(providers::stripe::Stripe::new(spec.secrets, tolerance)))
+        }
+        "github" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            Ok(Arc::new(providers::github::GitHub::new(spec.secrets)))
+        }
+        // Svix is the origin of the Standard Webhooks scheme; its header
+        // names are accepted whichever name the source uses.
+        "standard-webhooks" | "svix" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            let tolerance = spec
+                .tolerance
+                .unwrap_or(providers::standard_webhooks::DEFAULT_TOLERANCE);
+            Ok(Arc::new(providers::standard_webhooks::StandardWebhooks::new(
+                spec.secrets,
+                tolerance,
+            )?))
+        }
+        "hmac" => {
+            require_secrets(&spec)?;
+            reject_options(
+                &spec,
+                &[
+                    "header",
+                    "algorithm",
+                    "encoding",
+                    "prefix",
+                    "timestamp_header",
+                    "signed_content",
+                ],
+            )?;
+            let config = providers::hmac::HmacConfig::from_options(spec.options, spec.tolerance)?;
+            Ok(Arc::new(providers::hmac::GenericHmac::new(config, spec.secrets)))
+        }
+        "token" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &["header"])?;
+            Ok(Arc::new(providers::token::Token::new(
+                spec.options.header.as_deref(),
+                spec.secrets,
+            )?))
         }
         "none" => {
             if !spec.options.insecure {
@@ -102,7 +144,8 @@ pub fn build(spec: ProviderSpec<'_>) -> Result<Arc<dyn Provider>, BuildError> {
     }
 }
 
-/// Fails unless at least one secret is configured.
+/// Fails unless at least one secret is configured and none is empty (an
+/// HMAC with an empty key is one anyone can compute).
 pub fn require_secrets(spec: &ProviderSpec<'_>) -> Result<(), BuildError> {
     if spec.secrets.is_empty() {
         return Err(BuildError::new(
@@ -110,7 +153,17 @@ pub fn require_secrets(spec: &ProviderSpec<'_>) -> Result<(), BuildError> {
             format!("provider {:?} needs at least one secret", spec.provider),
         ));
     }
-    Ok(())
+    match spec.secrets.iter().position(|s| s.expose().is_empty()) {
+        Some(index) => Err(BuildError::new(
+            "secrets",
+            format!(
+                "secret #{} is empty (provider {:?} needs a non-empty key)",
+                index + 1,
+                spec.provider
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Fails if the `verify` table sets a key this provider does not use.
@@ -182,5 +235,97 @@ mod tests {
             build(spec("stripe", &secrets, &with_header)).unwrap_err().key,
             "verify.header"
         );
+    }
+
+    #[test]
+    fn every_listed_provider_builds_with_suitable_config() {
+        let secrets = [Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")];
+        for &name in provider_names() {
+            let options = match name {
+                "none" => VerifyOptions {
+                    insecure: true,
+                    ..Default::default()
+                },
+                "hmac" => VerifyOptions {
+                    header: Some("X-Signature".into()),
+                    ..Default::default()
+                },
+                _ => VerifyOptions::default(),
+            };
+            let provider = build(spec(name, &secrets, &options)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let expected = if name == "svix" { "standard-webhooks" } else { name };
+            assert_eq!(provider.name(), expected);
+        }
+    }
+
+    #[test]
+    fn providers_needing_secrets_refuse_none_and_empty_ones() {
+        let hmac = VerifyOptions {
+            header: Some("X-Signature".into()),
+            ..Default::default()
+        };
+        for name in ["github", "standard-webhooks", "svix", "hmac", "token"] {
+            let options = if name == "hmac" {
+                hmac.clone()
+            } else {
+                VerifyOptions::default()
+            };
+            assert_eq!(build(spec(name, &[], &options)).unwrap_err().key, "secrets", "{name}");
+            let empty = [Secret::new("")];
+            assert_eq!(
+                build(spec(name, &empty, &options)).unwrap_err().key,
+                "secrets",
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn unused_verify_options_are_errors() {
+        let secrets = [Secret::new("whsec_AQID")];
+        let with_prefix = VerifyOptions {
+            prefix: Some("sha256=".into()),
+            ..Default::default()
+        };
+        for name in ["github", "standard-webhooks", "token"] {
+            assert_eq!(
+                build(spec(name, &secrets, &with_prefix)).unwrap_err().key,
+                "verify.prefix",
+                "{name}"
+            );
+        }
+        let insecure_hmac = VerifyOptions {
+            header: Some("X-Signature".into()),
+            insecure: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            build(spec("hmac", &secrets, &insecure_hmac)).unwrap_err().key,
+            "verify.insecure"
+        );
+        let token_header = VerifyOptions {
+            header: Some("X-My-Token".into()),
+            ..Default::default()
+        };
+        assert!(build(spec("token", &secrets, &token_header)).is_ok());
+    }
+
+    #[test]
+    fn hmac_option_errors_surface_from_build() {
+        let secrets = [Secret::new("k")];
+        assert_eq!(
+            build(spec("hmac", &secrets, &VerifyOptions::default()))
+                .unwrap_err()
+                .key,
+            "verify.header"
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_secret_must_be_base64_and_is_not_echoed() {
+        let secrets = [Secret::new("whsec_%%%hunter2%%%")];
+        let err = build(spec("svix", &secrets, &VerifyOptions::default())).unwrap_err();
+        assert_eq!(err.key, "secrets");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }

@@ -25,6 +25,18 @@ pub fn keyed_sha256(key: &[u8]) -> HmacSha256 {
     <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
+/// A keyed HMAC-SHA1 state, prepared once per secret (see [`keyed_sha256`]).
+pub fn keyed_sha1(key: &[u8]) -> HmacSha1 {
+    // Invariant: HMAC accepts keys of any length, so this cannot fail.
+    <HmacSha1 as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+/// A keyed HMAC-SHA512 state, prepared once per secret (see [`keyed_sha256`]).
+pub fn keyed_sha512(key: &[u8]) -> HmacSha512 {
+    // Invariant: HMAC accepts keys of any length, so this cannot fail.
+    <HmacSha512 as Mac>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
@@ -34,6 +46,27 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// `text` is not exactly `out.len()` bytes of hex.
 pub fn decode_hex_into(text: &str, out: &mut [u8]) -> bool {
     hex::decode_to_slice(text, out).is_ok()
+}
+
+/// Decodes standard padded base64 into `out` without allocating; false if
+/// `text` is not base64 of exactly `out.len()` bytes. Sized for digests: an
+/// `out` longer than 64 bytes never matches.
+pub fn decode_base64_into(text: &str, out: &mut [u8]) -> bool {
+    use base64::Engine as _;
+    // 96 base64 characters decode to at most 72 bytes; anything longer is not
+    // a digest, and refusing it early bounds the work a hostile header costs.
+    const MAX_TEXT: usize = 96;
+    let mut buffer = [0u8; MAX_TEXT / 4 * 3];
+    if text.len() > MAX_TEXT {
+        return false;
+    }
+    match base64::engine::general_purpose::STANDARD.decode_slice(text, &mut buffer) {
+        Ok(len) if len == out.len() => {
+            out.copy_from_slice(&buffer[..len]);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Checks a signed unix timestamp (seconds) against `now` and a tolerance,
@@ -116,6 +149,19 @@ mod tests {
                 tolerance_secs: 300
             })
         );
+    }
+
+    #[test]
+    fn base64_decodes_only_exact_lengths() {
+        let mut out = [0u8; 3];
+        assert!(decode_base64_into("AQID", &mut out));
+        assert_eq!(out, [1, 2, 3]);
+        assert!(!decode_base64_into("AQIDBA==", &mut out));
+        assert!(!decode_base64_into("AQ==", &mut out));
+        assert!(!decode_base64_into("not base64!", &mut out));
+        assert!(!decode_base64_into(&"A".repeat(1000), &mut [0u8; 64]));
+        let mut digest = [0u8; 64];
+        assert!(decode_base64_into(&format!("{}==", "A".repeat(86)), &mut digest));
     }
 
     #[test]

@@ -1,0 +1,327 @@
+//! The configuration file, `gatehouse.toml`: plain data that serde reads
+//! (unknown keys are errors), then [`Config::load`] validates it and resolves
+//! secrets. Every error names the file, the line and the key at fault.
+//!
+//! Layers, lowest first: the file (or the embedded demo config), then
+//! `GATEHOUSE_LISTEN`, `GATEHOUSE_PUBLIC_URL` and `GATEHOUSE_STORAGE_URL`
+//! from the environment.
+
+mod demo;
+mod error;
+mod locate;
+mod secrets;
+mod units;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use gatehouse_core::Secret;
+use gatehouse_verify::VerifyOptions;
+
+pub use demo::{demo_config, DemoConfig};
+pub use error::ConfigError;
+pub use locate::KeyPath;
+pub use units::ByteSize;
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The HTTP server.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where events are stored.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Inbound endpoints, one per `[[sources]]` table.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on, e.g. `0.0.0.0:8080`. Port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The URL providers use to reach this gateway (scheme, host, optional
+    /// port, no trailing slash); Twilio and Square sign it. Defaults to
+    /// `http://` + the request's `Host` header.
+    pub public_url: Option<String>,
+    /// Largest accepted body, e.g. `"1MiB"` (default) or a number of bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit: ByteSize,
+    /// How long a request waits for its batch to commit before answering 503.
+    #[serde(default = "default_commit_timeout", with = "units::duration")]
+    pub commit_timeout: Duration,
+    /// Most events committed in one transaction.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            public_url: None,
+            body_limit: default_body_limit(),
+            commit_timeout: default_commit_timeout(),
+            max_batch: default_max_batch(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_body_limit() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+fn default_commit_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_batch() -> usize {
+    512
+}
+
+/// `[storage]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sqlite://path/to/file.db` (relative to the working directory) or
+    /// `postgres://user@host:port/database`.
+    #[serde(default = "default_storage_url")]
+    pub url: String,
+    /// SQLite: how long to wait for a lock held by another process.
+    #[serde(default = "default_busy_timeout", with = "units::duration")]
+    pub busy_timeout: Duration,
+    /// PostgreSQL: connections in the pool.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: default_storage_url(),
+            busy_timeout: default_busy_timeout(),
+            pool_size: default_pool_size(),
+        }
+    }
+}
+
+fn default_storage_url() -> String {
+    "sqlite://gatehouse-data/gatehouse.db".into()
+}
+fn default_busy_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_pool_size() -> usize {
+    16
+}
+
+/// One `[[sources]]` table: an endpoint `POST /in/{name}`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The path segment: letters, digits, `-` and `_`.
+    pub name: String,
+    /// How requests are verified and identified: `stripe`, `github`, ….
+    pub provider: String,
+    /// Active secrets, any of which may match (rotation). Each is a literal,
+    /// `env:NAME` or `file:PATH` (relative to the config file).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// How far a signed timestamp may be from now, e.g. `"5m"`.
+    #[serde(default, with = "units::option_duration")]
+    pub tolerance: Option<Duration>,
+    /// Event types this source subscribes to, as globs (`payment_intent.*`);
+    /// others are stored as ignored. Default: every type.
+    #[serde(default = "default_events")]
+    pub events: Vec<String>,
+    /// Largest accepted body for this source; defaults to `server.body_limit`.
+    pub body_limit: Option<ByteSize>,
+    /// Where the dedup key comes from, when the provider's own id won't do.
+    pub dedup: Option<FieldSource>,
+    /// Where the event type comes from, when the provider's won't do.
+    pub event_type: Option<FieldSource>,
+    /// Provider-specific verification options.
+    #[serde(default)]
+    pub verify: VerifyOptions,
+}
+
+fn default_events() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// A value taken from the request: a header, a JSON pointer into the body,
+/// or (for dedup) the SHA-256 of the raw body.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSource {
+    /// A request header.
+    pub header: Option<String>,
+    /// A JSON pointer into the body, e.g. `/data/id`.
+    pub json_pointer: Option<String>,
+    /// Dedup only: use `sha256:<hex>` of the raw body.
+    #[serde(default)]
+    pub body_sha256: bool,
+}
+
+/// A validated configuration with secrets resolved.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it was read from (`<demo>` for the embedded demo).
+    pub origin: PathBuf,
+    /// The file as written.
+    pub file: ConfigFile,
+    /// Each source's resolved secrets, in the order of `file.sources`.
+    pub secrets: Vec<Vec<Secret>>,
+}
+
+impl Config {
+    /// Reads, parses, layers the environment over, and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            file: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::from_text(path, &text)
+    }
+
+    /// Parses and validates config text that came from `origin`.
+    pub fn from_text(origin: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::from_toml(origin, text, &e))?;
+        apply_environment(&mut file);
+        let base_dir = origin.parent().unwrap_or(Path::new("."));
+        let secrets = validate(&file, base_dir).map_err(|(key, message)| ConfigError::Invalid {
+            file: origin.to_path_buf(),
+            line: locate::line_of(text, &key),
+            key,
+            message,
+        })?;
+        Ok(Self {
+            origin: origin.to_path_buf(),
+            file,
+            secrets,
+        })
+    }
+}
+
+/// `GATEHOUSE_*` variables override the file, for containers and tests.
+fn apply_environment(file: &mut ConfigFile) {
+    if let Ok(listen) = std::env::var("GATEHOUSE_LISTEN") {
+        file.server.listen = listen;
+    }
+    if let Ok(url) = std::env::var("GATEHOUSE_PUBLIC_URL") {
+        file.server.public_url = Some(url);
+    }
+    if let Ok(url) = std::env::var("GATEHOUSE_STORAGE_URL") {
+        file.storage.url = url;
+    }
+}
+
+/// Checks what serde cannot: names, URLs, globs, providers and secrets.
+/// Returns the resolved secrets, or the key at fault and what was expected.
+fn validate(file: &ConfigFile, base_dir: &Path) -> Result<Vec<Vec<Secret>>, (KeyPath, String)> {
+    use locate::KeyPath as K;
+    if file.server.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err((
+            K::root("server").key("listen"),
+            format!(
+                "{:?} is not an address (expected host:port, e.g. 127.0.0.1:8080)",
+                file.server.listen
+            ),
+        ));
+    }
+    if let Some(url) = &file.server.public_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
+            return Err((
+                K::root("server").key("public_url"),
+                format!("{url:?} must start with http:// or https:// and not end with /"),
+            ));
+        }
+    }
+    if file.server.max_batch == 0 {
+        return Err((K::root("server").key("max_batch"), "must be at least 1".into()));
+    }
+    crate::storage::check_url(&file.storage.url).map_err(|message| (K::root("storage").key("url"), message))?;
+
+    let mut resolved = Vec::with_capacity(file.sources.len());
+    let mut seen = std::collections::HashSet::new();
+    for (index, source) in file.sources.iter().enumerate() {
+        let at = |key: &str| K::root("sources").index(index).key(key);
+        if source.name.is_empty()
+            || !source
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err((
+                at("name"),
+                format!(
+                    "{:?} is not a valid source name (letters, digits, - and _ only)",
+                    source.name
+                ),
+            ));
+        }
+        if !seen.insert(source.name.as_str()) {
+            return Err((at("name"), format!("source {:?} is defined twice", source.name)));
+        }
+        let mut secrets = Vec::with_capacity(source.secrets.len());
+        for (secret_index, reference) in source.secrets.iter().enumerate() {
+            let secret = secrets::resolve(reference, base_dir).map_err(|message| {
+                (
+                    K::root("sources").index(index).key("secrets").index(secret_index),
+                    message,
+                )
+            })?;
+            secrets.push(secret);
+        }
+        for (glob_index, pattern) in source.events.iter().enumerate() {
+            globset::Glob::new(pattern).map_err(|e| {
+                (
+                    K::root("sources").index(index).key("events").index(glob_index),
+                    format!("{pattern:?} is not a valid glob: {e}"),
+                )
+            })?;
+        }
+        for (key, field) in [("dedup", &source.dedup), ("event_type", &source.event_type)] {
+            if let Some(field) = field {
+                let chosen = [field.header.is_some(), field.json_pointer.is_some(), field.body_sha256]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
+                if chosen != 1 || (key == "event_type" && field.body_sha256) {
+                    return Err((
+                        at(key),
+                        format!(
+                            "set exactly one of header or json_pointer{}",
+                            if key == "dedup" { " or body_sha256 = true" } else { "" }
+                        ),
+                    ));
+                }
+                if let Some(pointer) = &field.json_pointer {
+                    if !pointer.is_empty() && !pointer.starts_with('/') {
+                        return Err((
+                            at(key).key("json_pointer"),
+                            format!("{pointer:?} is not a JSON pointer (expected e.g. /data/id)"),
+                        ));
+                    }
+                }
+            }
+        }
+        gatehouse_verify::build(gatehouse_verify::ProviderSpec {
+            provider: &source.provider,
+            secrets: &secrets,
+            tolerance: source.tolerance,
+            options: &source.verify,
+        })
+        .map_err(|e| (K::root("sources").index(index).join_dotted(&e.key), e.message))?;
+        resolved.push(secrets);
+    }
+    Ok(resolved)
+}

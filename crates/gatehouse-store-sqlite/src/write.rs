@@ -1,0 +1,120 @@
+//! The writer thread: the only connection that writes. Each job is one
+//! transaction; a batch of events commits (and fsyncs) once.
+
+use std::sync::mpsc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use gatehouse_core::{EventId, NewEvent, VerificationFailure};
+use gatehouse_store::codec::encode_headers;
+use gatehouse_store::{IngestOutcome, StoreError};
+
+use crate::classify;
+
+/// Work for the writer thread, each with where to send the answer.
+pub(crate) enum WriteJob {
+    /// Commit a batch of events.
+    Ingest(Vec<NewEvent>, oneshot::Sender<Result<Vec<IngestOutcome>, StoreError>>),
+    /// Record verification failures.
+    Failures(Vec<VerificationFailure>, oneshot::Sender<Result<(), StoreError>>),
+    /// Prove the writer is alive and can take the write lock.
+    Ping(oneshot::Sender<Result<(), StoreError>>),
+}
+
+const INSERT_EVENT: &str = "INSERT INTO events (id, source, dedup_key, provider_event_id, event_type, disposition, \
+     received_at, headers, body, verification, remote_addr) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+     ON CONFLICT (source, dedup_key) DO NOTHING";
+
+const COUNT_DUPLICATE: &str = "UPDATE events SET duplicates = duplicates + 1, \
+     last_duplicate_at = max(coalesce(last_duplicate_at, 0), ?3) WHERE source = ?1 AND dedup_key = ?2 RETURNING id";
+
+const INSERT_FAILURE: &str =
+    "INSERT INTO verification_failures (source, reason, remote_addr, at) VALUES (?1, ?2, ?3, ?4)";
+
+/// Runs until every sender is gone (the store was dropped).
+pub(crate) fn run(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            WriteJob::Ingest(batch, reply) => {
+                let _ = reply.send(ingest(&mut conn, &batch));
+            }
+            WriteJob::Failures(failures, reply) => {
+                let _ = reply.send(record_failures(&mut conn, &failures));
+            }
+            WriteJob::Ping(reply) => {
+                // Taking the write lock (and letting it go) proves the file is
+                // writable now, not merely readable.
+                let result = conn
+                    .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+                    .map_err(|e| classify(&e));
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+/// Commits a batch in one transaction. Any error rolls the whole batch back
+/// (the transaction is dropped uncommitted), so callers answer 503 to all.
+fn ingest(conn: &mut Connection, batch: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
+    let tx = conn.transaction().map_err(|e| classify(&e))?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    {
+        let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(|e| classify(&e))?;
+        let mut count_duplicate = tx.prepare_cached(COUNT_DUPLICATE).map_err(|e| classify(&e))?;
+        for event in batch {
+            let inserted = insert
+                .execute(params![
+                    &event.id.to_bytes()[..],
+                    &*event.source,
+                    event.dedup_key,
+                    event.provider_event_id,
+                    event.event_type,
+                    event.disposition.as_str(),
+                    event.received_at.0,
+                    encode_headers(&event.headers),
+                    &event.body[..],
+                    event.verification,
+                    event.remote_addr,
+                ])
+                .map_err(|e| classify(&e))?;
+            if inserted == 1 {
+                outcomes.push(IngestOutcome::Stored);
+                continue;
+            }
+            // The same (source, dedup key) is already stored, earlier or in
+            // this very transaction: count the arrival on the original.
+            let original: Option<Vec<u8>> = count_duplicate
+                .query_row(params![&*event.source, event.dedup_key, event.received_at.0], |row| {
+                    row.get(0)
+                })
+                .optional()
+                .map_err(|e| classify(&e))?;
+            let original = original
+                .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+                .map(EventId::from_bytes)
+                .ok_or_else(|| StoreError::Internal("duplicate without an original row".into()))?;
+            outcomes.push(IngestOutcome::Duplicate { original });
+        }
+    }
+    tx.commit().map_err(|e| classify(&e))?;
+    Ok(outcomes)
+}
+
+fn record_failures(conn: &mut Connection, failures: &[VerificationFailure]) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(|e| classify(&e))?;
+    {
+        let mut insert = tx.prepare_cached(INSERT_FAILURE).map_err(|e| classify(&e))?;
+        for failure in failures {
+            insert
+                .execute(params![
+                    failure.source,
+                    failure.reason,
+                    failure.remote_addr,
+                    failure.at.0
+                ])
+                .map_err(|e| classify(&e))?;
+        }
+    }
+    tx.commit().map_err(|e| classify(&e))
+}
