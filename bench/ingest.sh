@@ -12,6 +12,7 @@
 #   GATEHOUSE_BENCH_POSTGRES_URL   e.g. postgres://postgres@127.0.0.1:5432/postgres;
 #                                  a fresh database is created and dropped per run
 #   GATEHOUSE_BENCH_LOG            gatehouse --log filter, default info
+#   SKIP_BUILD=1                   use the release binaries already built
 #   KEEP=1                         keep the temp dir (configs, logs, JSON results)
 #   STRICT=1                       exit 1 when a target is missed
 #
@@ -191,10 +192,14 @@ if [[ -n "$PG_URL" ]]; then
     command -v psql >/dev/null || die "psql not found (needed for GATEHOUSE_BENCH_POSTGRES_URL)"
 fi
 
-echo "building (release) in $CARGO_TARGET_DIR" >&2
-(cd "$root" && cargo build --release -p gatehouse -p gatehouse-loadgen) || die "build failed"
 loadgen="$CARGO_TARGET_DIR/release/gatehouse-loadgen"
 gatehouse="$CARGO_TARGET_DIR/release/gatehouse"
+if [[ "${SKIP_BUILD:-0}" == 1 ]]; then
+    [[ -x "$loadgen" && -x "$gatehouse" ]] || die "SKIP_BUILD=1 but $loadgen or $gatehouse is missing"
+else
+    echo "building (release) in $CARGO_TARGET_DIR" >&2
+    (cd "$root" && cargo build --release -p gatehouse -p gatehouse-loadgen) || die "build failed"
+fi
 
 echo "machine: $(nproc) CPUs; load: concurrency $CONCURRENCY, $DURATION per run, $BODY_SIZE-byte bodies" >&2
 

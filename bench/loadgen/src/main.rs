@@ -1,6 +1,6 @@
 //! `gatehouse-loadgen`: the benchmark tools for gatehouse's ingest path.
 //!
-//! Two subcommands:
+//! Four subcommands:
 //!
 //! - `loadgen` drives HTTP/1.1 keep-alive load at a URL: one connection per
 //!   concurrent worker, every request a distinct ~1 KB Stripe event signed
@@ -8,11 +8,18 @@
 //!   histogram, counts status codes, and prints a summary (or one JSON line).
 //! - `bare` is a minimal hyper server that reads each body and answers 200: the
 //!   machine's reference limit, run in the same benchmark as gatehouse.
+//! - `e2e` measures delivery latency end to end: in one process, a local sink
+//!   (the destination gatehouse delivers to) and a paced sender of signed
+//!   events; each event's latency is the time from its ingest ack to its
+//!   arrival at the sink, both read from the same monotonic clock.
+//! - `sink` is the counting sink alone, for delivery throughput: it counts
+//!   distinct `webhook-id`s and duplicates and reports arrivals per second.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -34,7 +41,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The command line.
 #[derive(Debug, Parser)]
-#[command(name = "gatehouse-loadgen", about = "Benchmark tools for gatehouse's ingest path")]
+#[command(
+    name = "gatehouse-loadgen",
+    about = "Benchmark tools for gatehouse's ingest and delivery paths"
+)]
 struct Cli {
     /// Tokio worker threads (default: one per CPU).
     #[arg(long, global = true)]
@@ -51,6 +61,10 @@ enum Command {
     Loadgen(LoadArgs),
     /// Run a minimal HTTP/1 server that answers 200 to everything.
     Bare(BareArgs),
+    /// Measure delivery latency: ingest ack to arrival at a local sink.
+    E2e(E2eArgs),
+    /// Run a local sink that counts deliveries by `webhook-id`.
+    Sink(SinkArgs),
 }
 
 /// Options of `loadgen`.
@@ -93,6 +107,63 @@ struct BareArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+}
+
+/// Options of `e2e`.
+#[derive(Debug, Args)]
+struct E2eArgs {
+    /// Where to POST, e.g. `http://127.0.0.1:8080/in/stripe` (plain HTTP only).
+    #[arg(long)]
+    url: String,
+    /// The source's Stripe signing secret, `whsec_…`; the whole string is the HMAC key.
+    #[arg(long, env = "GATEHOUSE_BENCH_SECRET")]
+    secret: String,
+    /// Address the sink listens on: the destination URL gatehouse delivers
+    /// to must point here (any path).
+    #[arg(long)]
+    sink_listen: SocketAddr,
+    /// Events sent per second, paced evenly over the workers.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// How long to send for, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// After the last ack, how long to wait at most for the missing deliveries.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Sending workers, each with its own keep-alive connection.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Size of each request body in bytes.
+    #[arg(long, default_value_t = 1024)]
+    body_size: usize,
+    /// Print one JSON line instead of the human summary.
+    #[arg(long)]
+    json: bool,
+    /// Exit 0 even if requests failed or deliveries are missing.
+    #[arg(long)]
+    allow_errors: bool,
+}
+
+/// Options of `sink`.
+#[derive(Debug, Args)]
+struct SinkArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Stop after this long (default: at SIGINT or SIGTERM, or `--expect`).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Stop once this many distinct `webhook-id`s have arrived.
+    #[arg(long)]
+    expect: Option<u64>,
+    /// With `--expect`: keep counting this long after the last expected
+    /// arrival, to catch late duplicates.
+    #[arg(long, value_parser = parse_duration)]
+    linger: Option<Duration>,
+    /// Print one JSON line instead of the human summary.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Parses `10s`, `250ms`, `2m`, `1h` or a bare number of seconds.
@@ -139,6 +210,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Loadgen(args) => runtime.block_on(load(args)),
         Command::Bare(args) => runtime.block_on(bare(args)).map(|()| ExitCode::SUCCESS),
+        Command::E2e(args) => runtime.block_on(e2e(args)),
+        Command::Sink(args) => runtime.block_on(sink(args)),
     }
 }
 
@@ -263,6 +336,15 @@ impl StripeSigner {
 /// Seconds since the Unix epoch.
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A run id that distinguishes this run's event ids from earlier runs
+/// against the same database.
+fn new_run_id() -> u32 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (unix_now() as u32).rotate_left(12) ^ nanos ^ std::process::id().rotate_left(20)
 }
 
 // ---------------------------------------------------------------------------
@@ -391,16 +473,12 @@ async fn load(args: LoadArgs) -> Result<ExitCode> {
         Some(rate) => bail!("--rate must be positive, got {rate}"),
         None => None,
     };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let run_id = (unix_now() as u32).rotate_left(12) ^ nanos ^ std::process::id().rotate_left(20);
     let start = Instant::now();
     let shared = Arc::new(Shared {
         target: Target::parse(&args.url)?,
         template: EventTemplate::new(args.body_size),
         signer: StripeSigner::new(&args.secret)?,
-        run_id,
+        run_id: new_run_id(),
         deadline: args.requests.is_none().then(|| start + args.duration),
         remaining: args.requests.map(AtomicU64::new),
         interval,
@@ -724,6 +802,779 @@ async fn answer_ok(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, 
     Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
 }
 
+// ---------------------------------------------------------------------------
+// Delivery: the counting sink and the end-to-end latency run
+// ---------------------------------------------------------------------------
+
+/// What is known about one event id.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    /// When its ingest ack was received (`e2e` only).
+    acked: Option<Instant>,
+    /// When it first arrived at the sink.
+    arrived: Option<Instant>,
+}
+
+/// Everything the sink (and, in `e2e`, the sender) has recorded.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Every id seen, acknowledged or arrived.
+    events: HashMap<Box<str>, Seen>,
+    /// Requests the sink received.
+    requests: u64,
+    /// Requests without a readable `webhook-id`.
+    without_id: u64,
+    /// Distinct ids that arrived.
+    distinct: u64,
+    /// Arrivals of an id that had already arrived.
+    duplicates: u64,
+    /// Distinct ids acknowledged by the ingest endpoint.
+    acked: u64,
+    /// Ids both acknowledged and arrived.
+    matched: u64,
+    /// Every request's arrival time, for the per-second counts.
+    arrivals: Vec<Instant>,
+    /// When the latest new id arrived.
+    last_new: Option<Instant>,
+}
+
+/// The record the sink and the sender share.
+#[derive(Debug, Default)]
+struct Tracker {
+    /// The counts, behind one lock (a few thousand updates a second at most
+    /// ten thousands: no contention worth sharding for).
+    tally: Mutex<Tally>,
+}
+
+impl Tracker {
+    /// The tally, even if a holder panicked.
+    fn lock(&self) -> MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a request that reached the sink at `at`, carrying `id` if any.
+    fn arrive(&self, id: Option<&str>, at: Instant) {
+        let mut guard = self.lock();
+        let tally = &mut *guard;
+        tally.requests += 1;
+        tally.arrivals.push(at);
+        let Some(id) = id else {
+            tally.without_id += 1;
+            return;
+        };
+        let acked = match tally.events.get_mut(id) {
+            Some(seen) if seen.arrived.is_some() => {
+                tally.duplicates += 1;
+                return;
+            }
+            Some(seen) => {
+                seen.arrived = Some(at);
+                seen.acked.is_some()
+            }
+            None => {
+                tally.events.insert(
+                    id.into(),
+                    Seen {
+                        acked: None,
+                        arrived: Some(at),
+                    },
+                );
+                false
+            }
+        };
+        tally.distinct += 1;
+        tally.last_new = Some(at);
+        if acked {
+            tally.matched += 1;
+        }
+    }
+
+    /// Records the ingest ack of `id`, received at `at`.
+    fn ack(&self, id: &str, at: Instant) {
+        let mut guard = self.lock();
+        let tally = &mut *guard;
+        let arrived = match tally.events.get_mut(id) {
+            Some(seen) if seen.acked.is_some() => return,
+            Some(seen) => {
+                seen.acked = Some(at);
+                seen.arrived.is_some()
+            }
+            None => {
+                tally.events.insert(
+                    id.into(),
+                    Seen {
+                        acked: Some(at),
+                        arrived: None,
+                    },
+                );
+                false
+            }
+        };
+        tally.acked += 1;
+        if arrived {
+            tally.matched += 1;
+        }
+    }
+}
+
+/// Binds the sink's listener.
+async fn bind_sink(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the sink to {addr}"))?;
+    let local = listener.local_addr().context("local address")?;
+    Ok((listener, local))
+}
+
+/// Accepts connections forever; every request is recorded and answered 200.
+async fn serve_sink(listener: TcpListener, tracker: Arc<Tracker>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                eprintln!("sink: accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let tracker = Arc::clone(&tracker);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| record_delivery(Arc::clone(&tracker), request));
+            // gatehouse closing a pooled connection is not the sink's concern.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Records the arrival (time taken as soon as the head is parsed), reads the
+/// body and answers 200 `ok`.
+async fn record_delivery(
+    tracker: Arc<Tracker>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let at = Instant::now();
+    let id = request.headers().get("webhook-id").and_then(|v| v.to_str().ok());
+    tracker.arrive(id, at);
+    request.into_body().collect().await?;
+    Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
+}
+
+/// Microseconds in `duration`, saturating.
+fn micros(duration: Duration) -> u64 {
+    duration.as_micros().min(u128::from(u64::MAX)) as u64
+}
+
+/// Milliseconds at quantile `q` (or the max for `q = 1`) of a histogram of
+/// microseconds; 0 when empty.
+fn quantile_ms(histogram: &Histogram<u64>, q: f64) -> f64 {
+    if histogram.is_empty() {
+        0.0
+    } else if q >= 1.0 {
+        histogram.max() as f64 / 1000.0
+    } else {
+        histogram.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// A JSON number, or `null`.
+fn json_opt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "null".to_string(), |v| format!("{v:.decimals$}"))
+}
+
+/// The event id in an ingest ack `{"status":"accepted","id":"evt_…"}`.
+fn accepted_id(body: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(body).ok()?;
+    if !text.contains(r#""status":"accepted""#) {
+        return None;
+    }
+    let start = text.find(r#""id":""#)? + 6;
+    let len = text[start..].find('"')?;
+    let id = &text[start..start + len];
+    id.starts_with("evt_").then_some(id)
+}
+
+/// The sender's results in `e2e`.
+struct SendStats {
+    /// Time from sending each request to its ack, microseconds.
+    ack_latency: Histogram<u64>,
+    /// Requests written.
+    sent: u64,
+    /// 2xx answers carrying an accepted event id.
+    acked: u64,
+    /// 2xx answers that are not `{"status":"accepted","id":…}` (e.g. `duplicate`).
+    not_accepted: u64,
+    /// Non-2xx answers.
+    non_2xx: u64,
+    /// Connection or protocol failures.
+    errors: u64,
+    /// The first failure seen.
+    first_error: Option<String>,
+}
+
+impl SendStats {
+    /// Empty stats.
+    fn new() -> Result<Self> {
+        Ok(Self {
+            ack_latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).context("histogram bounds")?,
+            sent: 0,
+            acked: 0,
+            not_accepted: 0,
+            non_2xx: 0,
+            errors: 0,
+            first_error: None,
+        })
+    }
+
+    /// Adds another worker's results.
+    fn merge(&mut self, other: SendStats) -> Result<()> {
+        self.ack_latency.add(&other.ack_latency).context("merging histograms")?;
+        self.sent += other.sent;
+        self.acked += other.acked;
+        self.not_accepted += other.not_accepted;
+        self.non_2xx += other.non_2xx;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        Ok(())
+    }
+
+    /// Notes a failure for the summary.
+    fn note(&mut self, what: String) {
+        if self.first_error.is_none() {
+            self.first_error = Some(what);
+        }
+    }
+}
+
+/// Runs `e2e`: starts the sink, sends paced events, waits for the
+/// deliveries, reports ack-to-arrival latency.
+async fn e2e(args: E2eArgs) -> Result<ExitCode> {
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        bail!("--rate must be positive, got {}", args.rate);
+    }
+    let tracker = Arc::new(Tracker::default());
+    let (listener, sink_addr) = bind_sink(args.sink_listen).await?;
+    eprintln!("e2e: sink listening on http://{sink_addr}");
+    let server = tokio::spawn(serve_sink(listener, Arc::clone(&tracker)));
+
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        target: Target::parse(&args.url)?,
+        template: EventTemplate::new(args.body_size),
+        signer: StripeSigner::new(&args.secret)?,
+        run_id: new_run_id(),
+        deadline: Some(start + args.duration),
+        remaining: None,
+        interval: Some(Duration::from_secs_f64(args.concurrency as f64 / args.rate)),
+        start,
+    });
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|index| {
+            tokio::spawn(e2e_sender(
+                Arc::clone(&shared),
+                Arc::clone(&tracker),
+                index,
+                args.concurrency,
+            ))
+        })
+        .collect();
+    let mut sent = SendStats::new()?;
+    for handle in workers {
+        sent.merge(handle.await.context("sender panicked")??)?;
+    }
+    let sending = start.elapsed();
+
+    // Wait for the deliveries still on their way.
+    let drain_start = Instant::now();
+    loop {
+        let (acked, matched) = {
+            let tally = tracker.lock();
+            (tally.acked, tally.matched)
+        };
+        if matched >= acked || drain_start.elapsed() >= args.drain {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drained = drain_start.elapsed();
+    server.abort();
+
+    let report = E2eReport::new(&args, &sent, &tracker.lock(), sending, drained)?;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.human());
+        if let Some(error) = &sent.first_error {
+            println!("first error  {error}");
+        }
+    }
+    let failed = sent.errors + sent.non_2xx + sent.not_accepted + report.missing;
+    if failed > 0 && !args.allow_errors {
+        eprintln!(
+            "e2e: {} request(s) failed, {} answer(s) were not accepted, {} delivery(ies) missing (use --allow-errors to accept)",
+            sent.errors + sent.non_2xx,
+            sent.not_accepted,
+            report.missing
+        );
+        return Ok(ExitCode::from(1));
+    }
+    if sent.acked == 0 {
+        eprintln!("e2e: no event was acknowledged");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One `e2e` sending worker: a keep-alive connection, paced; every accepted
+/// ack is recorded with the time it was received.
+async fn e2e_sender(shared: Arc<Shared>, tracker: Arc<Tracker>, index: usize, concurrency: usize) -> Result<SendStats> {
+    let mut stats = SendStats::new()?;
+    let every = shared.interval.context("e2e is always paced")?;
+    let mut planned = shared.start + every.mul_f64(index as f64 / concurrency as f64);
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    let worker_id = index as u16;
+    let mut seq: u64 = 0;
+    loop {
+        if planned > Instant::now() {
+            tokio::time::sleep_until(planned.into()).await;
+        }
+        if !claim(&shared) {
+            break;
+        }
+        let ready = match sender.as_mut() {
+            Some(s) if !s.is_closed() => s.ready().await.is_ok(),
+            _ => false,
+        };
+        if !ready {
+            match connect(&shared.target).await {
+                Ok(s) => sender = Some(s),
+                Err(error) => {
+                    sender = None;
+                    stats.errors += 1;
+                    stats.note(format!("{error:#}"));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    planned += every;
+                    continue;
+                }
+            }
+        }
+        let Some(conn) = sender.as_mut() else { continue };
+        let unix = unix_now();
+        let body = shared.template.render(shared.run_id, worker_id, seq, unix);
+        seq += 1;
+        let signature = shared.signer.header(unix, &body);
+        let request = build_request(&shared.target, signature, body)?;
+        let sent_at = Instant::now();
+        stats.sent += 1;
+        match exchange_body(conn, request).await {
+            Ok((status, answer)) => {
+                let acked_at = Instant::now();
+                stats.ack_latency.saturating_record(micros(acked_at - sent_at).max(1));
+                if (200..300).contains(&status) {
+                    match accepted_id(&answer) {
+                        Some(id) => {
+                            tracker.ack(id, acked_at);
+                            stats.acked += 1;
+                        }
+                        None => {
+                            stats.not_accepted += 1;
+                            stats.note(format!(
+                                "2xx without an accepted id: {}",
+                                String::from_utf8_lossy(&answer)
+                            ));
+                        }
+                    }
+                } else {
+                    stats.non_2xx += 1;
+                    let excerpt: String = String::from_utf8_lossy(&answer).chars().take(200).collect();
+                    stats.note(format!("HTTP {status}: {excerpt}"));
+                }
+            }
+            Err(error) => {
+                stats.errors += 1;
+                stats.note(format!("{error:#}"));
+                sender = None;
+            }
+        }
+        planned += every;
+    }
+    Ok(stats)
+}
+
+/// Sends one request and reads the whole answer; returns its status and body.
+async fn exchange_body(sender: &mut SendRequest<Full<Bytes>>, request: Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
+    let response = sender.send_request(request).await.context("sending the request")?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("reading the response body")?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// The numbers an `e2e` run reports.
+struct E2eReport {
+    /// The ingest URL.
+    url: String,
+    /// The requested rate.
+    target_rate: f64,
+    /// Sending workers.
+    concurrency: usize,
+    /// How long sending took, seconds.
+    seconds: f64,
+    /// How long the drain wait took, seconds.
+    drain_seconds: f64,
+    /// Requests written, acked, 2xx not accepted, non-2xx, failures.
+    sent: [u64; 5],
+    /// Acked events that arrived.
+    arrived: u64,
+    /// Acked events that never arrived (within the drain wait).
+    missing: u64,
+    /// Repeated arrivals of an id.
+    duplicates: u64,
+    /// Arrivals of ids never acked here.
+    unexpected: u64,
+    /// Arrivals without a `webhook-id`.
+    without_id: u64,
+    /// Events that arrived before their ack (latency clamped to 0).
+    early: u64,
+    /// Ack-to-arrival latency, ms: p50, p90, p99, p99.9, max, mean.
+    ms: [f64; 6],
+    /// Send-to-ack latency, ms: p50, p99.
+    ack_ms: [f64; 2],
+}
+
+impl E2eReport {
+    /// Computes the report from the sender's stats and the tally.
+    fn new(args: &E2eArgs, sent: &SendStats, tally: &Tally, sending: Duration, drained: Duration) -> Result<Self> {
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).context("histogram bounds")?;
+        let mut early = 0;
+        for seen in tally.events.values() {
+            if let (Some(acked), Some(arrived)) = (seen.acked, seen.arrived) {
+                match arrived.checked_duration_since(acked) {
+                    Some(after) => latency.saturating_record(micros(after)),
+                    None => {
+                        early += 1;
+                        latency.saturating_record(0);
+                    }
+                }
+            }
+        }
+        let mean = if latency.is_empty() {
+            0.0
+        } else {
+            latency.mean() / 1000.0
+        };
+        Ok(Self {
+            url: args.url.clone(),
+            target_rate: args.rate,
+            concurrency: args.concurrency,
+            seconds: sending.as_secs_f64(),
+            drain_seconds: drained.as_secs_f64(),
+            sent: [sent.sent, sent.acked, sent.not_accepted, sent.non_2xx, sent.errors],
+            arrived: tally.matched,
+            missing: tally.acked - tally.matched,
+            duplicates: tally.duplicates,
+            unexpected: tally.distinct - tally.matched,
+            without_id: tally.without_id,
+            early,
+            ms: [
+                quantile_ms(&latency, 0.50),
+                quantile_ms(&latency, 0.90),
+                quantile_ms(&latency, 0.99),
+                quantile_ms(&latency, 0.999),
+                quantile_ms(&latency, 1.0),
+                mean,
+            ],
+            ack_ms: [
+                quantile_ms(&sent.ack_latency, 0.50),
+                quantile_ms(&sent.ack_latency, 0.99),
+            ],
+        })
+    }
+
+    /// The human-readable summary.
+    fn human(&self) -> String {
+        let [p50, p90, p99, p999, max, mean] = self.ms;
+        let [ack50, ack99] = self.ack_ms;
+        let [sent, acked, not_accepted, non_2xx, errors] = self.sent;
+        format!(
+            "target       {url} (concurrency {c}, paced at {rate:.0} events/s)\n\
+             sent         {sent} in {s:.2} s: {acked} acked, {not_accepted} 2xx not accepted, {non_2xx} non-2xx, {errors} errors\n\
+             ack ms       p50 {ack50:.3}  p99 {ack99:.3} (send to ingest ack)\n\
+             arrived      {arrived} of {acked} acked, {missing} missing after {d:.2} s drain, {dup} duplicates, \
+             {unexpected} unexpected, {without_id} without webhook-id\n\
+             latency ms   p50 {p50:.3}  p90 {p90:.3}  p99 {p99:.3}  p99.9 {p999:.3}  max {max:.3}  mean {mean:.3} \
+             (ack to arrival; {early} arrived before their ack, counted as 0)\n",
+            url = self.url,
+            c = self.concurrency,
+            rate = self.target_rate,
+            s = self.seconds,
+            arrived = self.arrived,
+            missing = self.missing,
+            d = self.drain_seconds,
+            dup = self.duplicates,
+            unexpected = self.unexpected,
+            without_id = self.without_id,
+            early = self.early,
+        )
+    }
+
+    /// The report as one JSON object.
+    fn json(&self) -> String {
+        let [p50, p90, p99, p999, max, mean] = self.ms;
+        let [ack50, ack99] = self.ack_ms;
+        let [sent, acked, not_accepted, non_2xx, errors] = self.sent;
+        format!(
+            concat!(
+                r#"{{"url":"{url}","concurrency":{c},"target_rate":{rate:.3},"duration_s":{s:.3},"#,
+                r#""drain_s":{d:.3},"sent":{sent},"acked":{acked},"not_accepted":{not_accepted},"#,
+                r#""non_2xx":{non_2xx},"errors":{errors},"arrived":{arrived},"missing":{missing},"#,
+                r#""duplicates":{dup},"unexpected":{unexpected},"without_id":{without_id},"#,
+                r#""arrived_before_ack":{early},"p50_ms":{p50:.3},"p90_ms":{p90:.3},"p99_ms":{p99:.3},"#,
+                r#""p999_ms":{p999:.3},"max_ms":{max:.3},"mean_ms":{mean:.3},"#,
+                r#""ack_p50_ms":{ack50:.3},"ack_p99_ms":{ack99:.3}}}"#
+            ),
+            url = self.url.replace('\\', "\\\\").replace('"', "\\\""),
+            c = self.concurrency,
+            rate = self.target_rate,
+            s = self.seconds,
+            d = self.drain_seconds,
+            arrived = self.arrived,
+            missing = self.missing,
+            dup = self.duplicates,
+            unexpected = self.unexpected,
+            without_id = self.without_id,
+            early = self.early,
+            sent = sent,
+            acked = acked,
+            not_accepted = not_accepted,
+            non_2xx = non_2xx,
+            errors = errors,
+            p50 = p50,
+            p90 = p90,
+            p99 = p99,
+            p999 = p999,
+            max = max,
+            mean = mean,
+            ack50 = ack50,
+            ack99 = ack99,
+        )
+    }
+}
+
+/// Runs `sink`: counts deliveries until a signal, `--duration` or `--expect`.
+async fn sink(args: SinkArgs) -> Result<ExitCode> {
+    if args.expect == Some(0) {
+        bail!("--expect must be at least 1");
+    }
+    let tracker = Arc::new(Tracker::default());
+    let (listener, addr) = bind_sink(args.listen).await?;
+    println!("sink listening on http://{addr}");
+    let server = tokio::spawn(serve_sink(listener, Arc::clone(&tracker)));
+    let stopped_by = tokio::select! {
+        signal = stop_signal() => signal?,
+        () = sleep_for(args.duration) => "duration",
+        () = wait_expected(&tracker, args.expect, args.linger) => "expect",
+    };
+    server.abort();
+    let report = SinkReport::new(&args, addr, stopped_by, &tracker.lock());
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.human());
+    }
+    if args.expect.is_some() && !report.complete {
+        eprintln!(
+            "sink: {} distinct webhook-ids arrived, {} expected",
+            report.distinct,
+            args.expect.unwrap_or_default()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+async fn stop_signal() -> Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            _ = interrupt.recv() => Ok("SIGINT"),
+            _ = terminate.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("listening for Ctrl-C")?;
+        Ok("SIGINT")
+    }
+}
+
+/// Sleeps for `duration`, or forever if there is none.
+async fn sleep_for(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves `linger` after `expect` distinct ids have arrived, or never
+/// without `expect`.
+async fn wait_expected(tracker: &Tracker, expect: Option<u64>, linger: Option<Duration>) {
+    let Some(expect) = expect else {
+        return std::future::pending().await;
+    };
+    while tracker.lock().distinct < expect {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(linger) = linger {
+        tokio::time::sleep(linger).await;
+    }
+}
+
+/// The numbers a `sink` run reports.
+struct SinkReport {
+    /// Where it listened.
+    addr: SocketAddr,
+    /// What stopped it: `SIGINT`, `SIGTERM`, `duration` or `expect`.
+    stopped_by: &'static str,
+    /// Requests received.
+    requests: u64,
+    /// Distinct `webhook-id`s.
+    distinct: u64,
+    /// Repeated arrivals of an id.
+    duplicates: u64,
+    /// Requests without a `webhook-id`.
+    without_id: u64,
+    /// `--expect`, if given.
+    expected: Option<u64>,
+    /// Whether `--expect` distinct ids arrived.
+    complete: bool,
+    /// Unix time of the first arrival.
+    first_unix: Option<f64>,
+    /// Unix time of the arrival of the latest new id (with `--expect`, the
+    /// moment the expected count was reached).
+    last_new_unix: Option<f64>,
+    /// Unix time of the last arrival of all.
+    last_unix: Option<f64>,
+    /// Seconds from the first arrival to the latest new id.
+    span: Option<f64>,
+    /// Distinct ids per second over that span.
+    rate: Option<f64>,
+    /// Requests received in each second since the first arrival.
+    per_second: Vec<u64>,
+}
+
+impl SinkReport {
+    /// Computes the report from the tally.
+    fn new(args: &SinkArgs, addr: SocketAddr, stopped_by: &'static str, tally: &Tally) -> Self {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let wall = wall.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let unix = |at: Instant| wall - now.saturating_duration_since(at).as_secs_f64();
+        let first = tally.arrivals.iter().min().copied();
+        let last = tally.arrivals.iter().max().copied();
+        let mut per_second = Vec::new();
+        if let Some(first) = first {
+            for at in &tally.arrivals {
+                let second = at.saturating_duration_since(first).as_secs() as usize;
+                if per_second.len() <= second {
+                    per_second.resize(second + 1, 0);
+                }
+                per_second[second] += 1;
+            }
+        }
+        let span = first
+            .zip(tally.last_new)
+            .map(|(first, last_new)| last_new.saturating_duration_since(first).as_secs_f64());
+        let rate = span
+            .filter(|s| *s > 0.0 && tally.distinct > 1)
+            .map(|s| (tally.distinct - 1) as f64 / s);
+        Self {
+            addr,
+            stopped_by,
+            requests: tally.requests,
+            distinct: tally.distinct,
+            duplicates: tally.duplicates,
+            without_id: tally.without_id,
+            expected: args.expect,
+            complete: args.expect.is_none_or(|n| tally.distinct >= n),
+            first_unix: first.map(unix),
+            last_new_unix: tally.last_new.map(unix),
+            last_unix: last.map(unix),
+            span,
+            rate,
+            per_second,
+        }
+    }
+
+    /// The human-readable summary.
+    fn human(&self) -> String {
+        let expected = self.expected.map_or_else(String::new, |n| format!(" of {n} expected"));
+        let span = match (self.span, self.rate) {
+            (Some(span), Some(rate)) => {
+                format!("{span:.3} s from the first arrival to the last new id = {rate:.0} deliveries/s")
+            }
+            _ => "too few arrivals for a rate".to_string(),
+        };
+        let per_second: Vec<String> = self.per_second.iter().map(u64::to_string).collect();
+        format!(
+            "sink         http://{addr} (stopped by {stopped_by})\n\
+             arrivals     {distinct} distinct webhook-ids{expected}; {requests} requests, {duplicates} duplicates, \
+             {without_id} without webhook-id\n\
+             rate         {span}\n\
+             per second   {per_second}\n",
+            addr = self.addr,
+            stopped_by = self.stopped_by,
+            distinct = self.distinct,
+            requests = self.requests,
+            duplicates = self.duplicates,
+            without_id = self.without_id,
+            per_second = per_second.join(" "),
+        )
+    }
+
+    /// The report as one JSON object.
+    fn json(&self) -> String {
+        let per_second: Vec<String> = self.per_second.iter().map(u64::to_string).collect();
+        format!(
+            concat!(
+                r#"{{"listen":"{addr}","stopped_by":"{stopped_by}","requests":{requests},"#,
+                r#""distinct":{distinct},"duplicates":{duplicates},"without_id":{without_id},"#,
+                r#""expected":{expected},"complete":{complete},"first_arrival_unix":{first},"#,
+                r#""last_new_arrival_unix":{last_new},"last_arrival_unix":{last},"span_s":{span},"#,
+                r#""rate":{rate},"per_second":[{per_second}]}}"#
+            ),
+            addr = self.addr,
+            stopped_by = self.stopped_by,
+            requests = self.requests,
+            distinct = self.distinct,
+            duplicates = self.duplicates,
+            without_id = self.without_id,
+            expected = self.expected.map_or_else(|| "null".to_string(), |n| n.to_string()),
+            complete = self.complete,
+            first = json_opt(self.first_unix, 6),
+            last_new = json_opt(self.last_new_unix, 6),
+            last = json_opt(self.last_unix, 6),
+            span = json_opt(self.span, 6),
+            rate = json_opt(self.rate, 1),
+            per_second = per_second.join(","),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -780,5 +1631,110 @@ mod tests {
         assert_eq!(target.host, "127.0.0.1:9000");
         assert_eq!(target.path, "/in/stripe");
         assert!(Target::parse("https://example.com/").is_err());
+    }
+
+    #[test]
+    fn ack_bodies_give_the_event_id() {
+        assert_eq!(
+            accepted_id(br#"{"status":"accepted","id":"evt_01J9ZQ4"}"#),
+            Some("evt_01J9ZQ4")
+        );
+        assert_eq!(accepted_id(br#"{"status":"duplicate","id":"evt_01J9ZQ4"}"#), None);
+        assert_eq!(accepted_id(br#"{"error":"unauthorized"}"#), None);
+        assert_eq!(accepted_id(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn the_tracker_matches_acks_and_arrivals_in_either_order() {
+        let tracker = Tracker::default();
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_millis(3);
+        tracker.ack("evt_a", t0);
+        tracker.arrive(Some("evt_a"), later);
+        tracker.arrive(Some("evt_b"), t0);
+        tracker.ack("evt_b", later);
+        tracker.arrive(Some("evt_b"), later);
+        tracker.ack("evt_c", t0);
+        tracker.arrive(Some("evt_x"), later);
+        tracker.arrive(None, later);
+        let tally = tracker.lock();
+        assert_eq!(tally.requests, 5);
+        assert_eq!(tally.acked, 3);
+        assert_eq!(tally.matched, 2);
+        assert_eq!(tally.distinct, 3);
+        assert_eq!(tally.duplicates, 1);
+        assert_eq!(tally.without_id, 1);
+    }
+
+    #[test]
+    fn early_arrivals_count_as_zero_latency() {
+        let cli = Cli::parse_from([
+            "gatehouse-loadgen",
+            "e2e",
+            "--url",
+            "http://127.0.0.1:1/in/stripe",
+            "--secret",
+            "whsec_x",
+            "--sink-listen",
+            "127.0.0.1:0",
+        ]);
+        let Command::E2e(args) = cli.command else {
+            panic!("e2e");
+        };
+        let tracker = Tracker::default();
+        let t0 = Instant::now();
+        tracker.ack("evt_a", t0);
+        tracker.arrive(Some("evt_a"), t0 + Duration::from_millis(4));
+        tracker.arrive(Some("evt_b"), t0);
+        tracker.ack("evt_b", t0 + Duration::from_millis(1));
+        tracker.ack("evt_c", t0);
+        let sent = SendStats::new().expect("stats");
+        let report =
+            E2eReport::new(&args, &sent, &tracker.lock(), Duration::from_secs(1), Duration::ZERO).expect("report");
+        assert_eq!((report.arrived, report.missing, report.early), (2, 1, 1));
+        assert_eq!(report.ms[0], 0.0);
+        assert!((report.ms[4] - 4.0).abs() < 0.01, "{:?}", report.ms);
+        assert!(report.json().contains(r#""missing":1,"#));
+    }
+
+    #[test]
+    fn the_sink_counts_distinct_ids_and_duplicates_over_http() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let tracker = Arc::new(Tracker::default());
+            let (listener, addr) = bind_sink("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+            let server = tokio::spawn(serve_sink(listener, Arc::clone(&tracker)));
+            let target = Target::parse(&format!("http://{addr}/hook")).expect("target");
+            let mut conn = connect(&target).await.expect("connect");
+            for id in ["evt_1", "evt_2", "evt_1"] {
+                let request = Request::builder()
+                    .method(Method::POST)
+                    .uri(target.path.clone())
+                    .header(HOST, target.host.clone())
+                    .header("webhook-id", id)
+                    .body(Full::new(Bytes::from_static(b"{}")))
+                    .expect("request");
+                conn.ready().await.expect("ready");
+                let (status, _) = exchange_body(&mut conn, request).await.expect("exchange");
+                assert_eq!(status, 200);
+            }
+            server.abort();
+            let cli = Cli::parse_from(["gatehouse-loadgen", "sink", "--expect", "2"]);
+            let Command::Sink(args) = cli.command else {
+                panic!("sink");
+            };
+            let report = SinkReport::new(&args, addr, "expect", &tracker.lock());
+            assert_eq!((report.requests, report.distinct, report.duplicates), (3, 2, 1));
+            assert!(report.complete);
+            assert_eq!(report.per_second.iter().sum::<u64>(), 3);
+            assert!(
+                report.json().contains(r#""distinct":2,"duplicates":1,"#),
+                "{}",
+                report.json()
+            );
+        });
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::{EventId, UnixMillis};
+use crate::{EventId, NewDelivery, UnixMillis};
 
 /// What gatehouse decided to do with an accepted request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -79,6 +79,9 @@ pub struct NewEvent {
     pub verification: String,
     /// The peer (or trusted-proxy client) address.
     pub remote_addr: Option<String>,
+    /// Deliveries to create with the event, in the same transaction, when
+    /// it is stored (none for a duplicate).
+    pub deliveries: Vec<NewDelivery>,
 }
 
 /// An event as stored, with how often it arrived again.

@@ -1,5 +1,6 @@
-//! Typed, prefixed identifiers. An [`EventId`] prints as `evt_<ULID>`, sorts
-//! by creation time and cannot be confused with another kind of id.
+//! Typed, prefixed identifiers. An [`EventId`] prints as `evt_<ULID>`, a
+//! [`DeliveryId`] as `dlv_<ULID>`; both sort by creation time and one cannot
+//! be passed where the other is expected.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,88 +9,115 @@ use std::sync::Mutex;
 
 use ulid::{Generator, Ulid};
 
-/// The id gatehouse gives an accepted event: `evt_` followed by a ULID.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EventId(Ulid);
+/// Declares a prefixed, sortable id type backed by a ULID.
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Ulid);
 
-impl EventId {
-    const PREFIX: &'static str = "evt_";
+        impl $name {
+            const PREFIX: &'static str = $prefix;
 
-    /// A new id whose time part is now. Ids made by one process are strictly
-    /// increasing, even within one millisecond, so listing by id lists in
-    /// arrival order.
-    pub fn new() -> Self {
-        static GENERATOR: Mutex<Option<Generator>> = Mutex::new(None);
-        // A poisoned lock only means a panic elsewhere; the generator is intact.
-        let mut generator = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
-        let ulid = generator
-            .get_or_insert_with(Generator::new)
-            .generate()
-            // The random part overflows only after 2^80 ids in one millisecond.
-            .unwrap_or_else(|_| Ulid::new());
-        Self(ulid)
-    }
+            /// A new id whose time part is now. Ids made by one process are
+            /// strictly increasing, even within one millisecond, so listing by
+            /// id lists in creation order.
+            pub fn new() -> Self {
+                Self(next_ulid())
+            }
 
-    /// The id from its 128-bit value, as stored in a database.
-    pub fn from_u128(value: u128) -> Self {
-        Self(Ulid(value))
-    }
+            /// The id as 16 big-endian bytes, which sort like the id.
+            pub fn to_bytes(&self) -> [u8; 16] {
+                self.0.to_bytes()
+            }
 
-    /// The 128-bit value, for storage.
-    pub fn as_u128(&self) -> u128 {
-        self.0 .0
-    }
+            /// The id from 16 big-endian bytes.
+            pub fn from_bytes(bytes: [u8; 16]) -> Self {
+                Self(Ulid::from_bytes(bytes))
+            }
 
-    /// The id as 16 big-endian bytes, which sort like the id.
-    pub fn to_bytes(&self) -> [u8; 16] {
-        self.0.to_bytes()
-    }
+            /// The id from stored bytes, if there are exactly 16.
+            pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+                <[u8; 16]>::try_from(bytes).ok().map(Self::from_bytes)
+            }
 
-    /// The id from 16 big-endian bytes.
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        Self(Ulid::from_bytes(bytes))
-    }
+            /// Milliseconds since the epoch when the id was made.
+            pub fn timestamp_ms(&self) -> u64 {
+                self.0.timestamp_ms()
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{}", Self::PREFIX, self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseIdError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let ulid = s
+                    .strip_prefix(Self::PREFIX)
+                    .and_then(|rest| Ulid::from_string(rest).ok())
+                    .ok_or_else(|| ParseIdError {
+                        expected: Self::PREFIX,
+                        found: s.chars().take(64).collect(),
+                    })?;
+                Ok(Self(ulid))
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+    };
 }
 
-impl Default for EventId {
-    fn default() -> Self {
-        Self::new()
-    }
+prefixed_id!(
+    /// The id gatehouse gives an accepted event: `evt_` followed by a ULID.
+    EventId,
+    "evt_"
+);
+
+prefixed_id!(
+    /// The id of one event's delivery on one route: `dlv_` followed by a ULID.
+    DeliveryId,
+    "dlv_"
+);
+
+/// The next ULID from one process-wide monotonic generator.
+fn next_ulid() -> Ulid {
+    static GENERATOR: Mutex<Option<Generator>> = Mutex::new(None);
+    // A poisoned lock only means a panic elsewhere; the generator is intact.
+    let mut generator = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+    generator
+        .get_or_insert_with(Generator::new)
+        .generate()
+        // The random part overflows only after 2^80 ids in one millisecond.
+        .unwrap_or_else(|_| Ulid::new())
 }
 
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", Self::PREFIX, self.0)
-    }
-}
-
-impl fmt::Debug for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// Why a string is not an [`EventId`].
+/// Why a string is not an id of the expected kind.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid event id {0:?} (expected evt_ followed by a 26-character ULID)")]
-pub struct ParseIdError(String);
-
-impl FromStr for EventId {
-    type Err = ParseIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ulid = s
-            .strip_prefix(Self::PREFIX)
-            .and_then(|rest| Ulid::from_string(rest).ok())
-            .ok_or_else(|| ParseIdError(s.chars().take(64).collect()))?;
-        Ok(Self(ulid))
-    }
-}
-
-impl serde::Serialize for EventId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
+#[error("invalid id {found:?} (expected {expected} followed by a 26-character ULID)")]
+pub struct ParseIdError {
+    expected: &'static str,
+    found: String,
 }
 
 #[cfg(test)]
@@ -103,12 +131,16 @@ mod tests {
         assert!(text.starts_with("evt_"));
         assert_eq!(text.parse::<EventId>(), Ok(id));
         assert_eq!(EventId::from_bytes(id.to_bytes()), id);
-        assert_eq!(EventId::from_u128(id.as_u128()), id);
+        assert_eq!(EventId::from_slice(&id.to_bytes()), Some(id));
+        assert_eq!(EventId::from_slice(b"short"), None);
     }
 
     #[test]
     fn rejects_other_prefixes_and_garbage() {
-        assert!("dlv_01HZZZZZZZZZZZZZZZZZZZZZZZ".parse::<EventId>().is_err());
+        let delivery = DeliveryId::new().to_string();
+        assert!(delivery.starts_with("dlv_"));
+        assert!(delivery.parse::<EventId>().is_err());
+        assert!(delivery.parse::<DeliveryId>().is_ok());
         assert!("evt_not-a-ulid".parse::<EventId>().is_err());
         assert!("".parse::<EventId>().is_err());
     }

@@ -3,16 +3,24 @@
 //!
 //! - [`ids`]: prefixed, sortable identifiers (`evt_01J…`).
 //! - [`event`]: what ingest hands to storage and what storage gives back.
+//! - [`delivery`]: one event on one route, its states and attempts.
+//! - [`retry`]: backoff with full jitter.
 //! - [`secret`]: secret material that never prints itself.
 //! - [`time`]: unix timestamps in milliseconds.
+//! - [`units`]: sizes and durations as people write them in config.
 #![deny(missing_docs)]
 
+pub mod delivery;
 pub mod event;
 pub mod ids;
+pub mod retry;
 pub mod secret;
 pub mod time;
+pub mod units;
 
+pub use delivery::{Attempt, AttemptOutcome, Delivery, DeliveryState, FinishedAttempt, NewDelivery};
 pub use event::{Disposition, EventSummary, Header, NewEvent, StoredEvent, VerificationFailure};
-pub use ids::EventId;
+pub use ids::{DeliveryId, EventId};
+pub use retry::RetryPolicy;
 pub use secret::Secret;
 pub use time::UnixMillis;

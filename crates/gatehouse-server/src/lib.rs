@@ -6,6 +6,8 @@
 //! - [`ingest`]: `POST /in/{source}`: body limit, verify, identify, group
 //!   commit, answer.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - delivery: the `gatehouse-deliver` engine, started here when
+//!   `delivery.enabled`, stopped after ingest has drained.
 //! - [`telemetry`]: ingest events as types, counters.
 //!
 //! [`Gateway::start`] builds everything from a [`config::Config`];
@@ -29,6 +31,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use gatehouse_deliver::{Engine, EngineHandle, RouteTable};
 use gatehouse_store::{Store, StoreError};
 
 use config::Config;
@@ -44,6 +47,22 @@ pub enum StartError {
     /// The database could not be opened or migrated.
     #[error("cannot open storage: {0}")]
     Storage(#[from] StoreError),
+    /// The routes and destinations could not be built, or the delivery
+    /// settings do not fit them (validation should have caught it).
+    #[error("delivery: {0}")]
+    Delivery(String),
+    /// A setting validation should have caught.
+    #[error("invalid configuration: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+    /// The outbound HTTPS client could not be set up (no TLS roots).
+    #[error("cannot set up outbound HTTPS: {message}")]
+    Outbound {
+        /// What failed.
+        message: String,
+    },
     /// A source could not be built (validation should have caught it).
     #[error("source {source_name}: {message}")]
     Source {
@@ -54,26 +73,37 @@ pub enum StartError {
     },
 }
 
-/// A gateway ready to serve: storage open, sources built, committer running.
+/// A gateway ready to serve: storage open, sources built, committer and
+/// delivery engine running.
 pub struct Gateway {
     router: Router,
     store: Arc<dyn Store>,
     committer_task: JoinHandle<()>,
     failures_task: JoinHandle<()>,
+    /// The delivery engine, when `delivery.enabled`.
+    engine: Option<EngineHandle>,
 }
 
 impl Gateway {
-    /// Opens storage and builds the sources from `config`.
+    /// Opens storage, builds the sources from `config`, and starts the
+    /// delivery engine when `delivery.enabled`.
     pub async fn start(config: &Config) -> Result<Self, StartError> {
         let store = storage::open(&config.file.storage).await?;
         let mut sources = HashMap::new();
         for (source_config, secrets) in config.file.sources.iter().zip(&config.secrets) {
-            let source = Source::build(source_config, secrets, config.file.server.body_limit.0).map_err(|message| {
-                StartError::Source {
-                    source_name: source_config.name.clone(),
-                    message,
-                }
-            })?;
+            let routes: Vec<_> = config
+                .file
+                .routes
+                .iter()
+                .filter(|route| route.source == source_config.name)
+                .collect();
+            let source =
+                Source::build(source_config, secrets, config.file.server.body_limit.0, &routes).map_err(|message| {
+                    StartError::Source {
+                        source_name: source_config.name.clone(),
+                        message,
+                    }
+                })?;
             if source_config.provider == "none" {
                 tracing::warn!(
                     source = %source_config.name,
@@ -95,6 +125,12 @@ impl Gateway {
             failures: failures.clone(),
             metrics: metrics.clone(),
             public_url: config.file.server.public_url.as_deref().map(Arc::from),
+            proxies: Arc::new(
+                ingest::proxy::TrustedProxies::new(&config.file.server.trusted_proxies)
+                    .map_err(|message| StartError::Config { message })?,
+            ),
+            certificates: ingest::certificates::CertificateFetcher::new()
+                .map_err(|message| StartError::Outbound { message })?,
         };
         let router = Router::new()
             .merge(ingest::router(ingest_state))
@@ -103,11 +139,18 @@ impl Gateway {
                 metrics,
                 failures,
             }));
+        let engine = if config.file.delivery.enabled {
+            Some(start_engine(config, store.clone()).await?)
+        } else {
+            tracing::info!("Delivery is disabled here (delivery.enabled = false); another process delivers.");
+            None
+        };
         Ok(Self {
             router,
             store,
             committer_task,
             failures_task,
+            engine,
         })
     }
 
@@ -117,8 +160,10 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting connections,
-    /// lets in-flight requests finish (each waits for its commit) and waits
-    /// for the committer to drain.
+    /// lets in-flight requests finish (each waits for its commit), waits
+    /// for the committer to drain, and then stops the delivery engine
+    /// (attempts in progress get `delivery.shutdown_grace`; deliveries not
+    /// attempted are released for the next process).
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -138,7 +183,22 @@ impl Gateway {
         // committer finishes the queued batches and stops.
         let _ = self.committer_task.await;
         let _ = self.failures_task.await;
+        // Every acknowledged event is committed with its deliveries; the
+        // engine now finishes or releases what it holds.
+        if let Some(engine) = self.engine {
+            engine.shutdown().await;
+        }
         tracing::info!("Shut down cleanly; every received event was committed or answered.");
         Ok(())
     }
+}
+
+/// Builds the routes and starts the delivery engine.
+async fn start_engine(config: &Config, store: Arc<dyn Store>) -> Result<EngineHandle, StartError> {
+    let table = RouteTable::build(&config.file.routes, &config.destinations)
+        .map_err(|e| StartError::Delivery(e.to_string()))?;
+    let owner = gatehouse_deliver::engine::default_owner();
+    let engine = Engine::new(store, table, config.file.delivery.clone(), owner)
+        .map_err(|e| StartError::Delivery(e.to_string()))?;
+    Ok(engine.start().await?)
 }

@@ -1,5 +1,5 @@
 //! Committing a batch of events: one transaction and, for any batch that
-//! fits in one statement, at most two statements whatever its size.
+//! fits in one statement, at most three statements whatever its size.
 //!
 //! 1. In memory, events are grouped by (source, dedup key). The first event
 //!    of each group is the one to store; later ones in the batch are its
@@ -11,6 +11,8 @@
 //! 3. One `UPDATE … FROM UNNEST(arrays)` adds those collisions (and their
 //!    in-batch repeats) to the earlier events' duplicate counts and returns
 //!    the earlier events' ids.
+//! 4. One `INSERT … SELECT FROM UNNEST(arrays)` creates the stored events'
+//!    deliveries and notifies the delivery workers (delivered at commit).
 //!
 //! Rows are inserted in (source, dedup key) order and locked for the update
 //! in (source, dedup key) order, so concurrent batches that share keys wait
@@ -24,6 +26,7 @@ use gatehouse_core::{EventId, NewEvent};
 use gatehouse_store::{IngestOutcome, StoreError};
 use tokio_postgres::types::ToSql;
 
+use crate::deliveries;
 use crate::error::{from_pg, from_pool};
 use crate::rows::{headers_json, pg_text};
 
@@ -47,6 +50,8 @@ RETURNING id";
 
 /// Counts duplicates on events stored earlier. The `locked` step takes the
 /// row locks in key order; `ord` is the position in the arrays, 1-based.
+/// `NO KEY UPDATE` is the lock the update itself takes: it does not wait
+/// for the key-share locks that inserting a delivery takes on its event.
 const COUNT_DUPLICATES: &str = "\
 WITH dup AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int8[]) WITH ORDINALITY
@@ -55,7 +60,7 @@ WITH dup AS (
     SELECT events.id, dup.repeats, dup.last_at, dup.ord
     FROM events JOIN dup ON events.source = dup.source AND events.dedup_key = dup.dedup_key
     ORDER BY events.source, events.dedup_key
-    FOR UPDATE OF events
+    FOR NO KEY UPDATE OF events
 )
 UPDATE events
 SET duplicates = LEAST(events.duplicates::int8 + locked.repeats, 2147483647)::int4,
@@ -246,6 +251,23 @@ pub(crate) async fn ingest(
         }
     }
 
+    // The stored events' deliveries, due when their event arrived. A
+    // duplicate gets none: its original has its own.
+    let deliveries: Vec<_> = plan
+        .order
+        .iter()
+        .map(|&g| &plan.groups[g])
+        .filter(|group| group.inserted)
+        .flat_map(|group| {
+            let event = &batch[group.first];
+            event
+                .deliveries
+                .iter()
+                .map(move |delivery| (event.id, delivery, event.received_at))
+        })
+        .collect();
+    deliveries::insert(&tx, &deliveries).await?;
+
     // Checked before commit: a key that collided but whose earlier event
     // was not found (it cannot be deleted today) fails the whole batch.
     let outcomes = plan.outcomes()?;
@@ -373,6 +395,7 @@ mod tests {
             body: Bytes::new(),
             verification: String::new(),
             remote_addr: None,
+            deliveries: Vec::new(),
         }
     }
 

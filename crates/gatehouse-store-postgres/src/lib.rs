@@ -7,17 +7,28 @@
 //!   ([`PostgresOptions`] sizes it); connecting applies the migrations.
 //! - `migrate`: the schema as SQL files under `migrations/`, embedded in the
 //!   binary and applied under an advisory lock.
-//! - `ingest`: how a batch becomes one transaction of at most two
-//!   statements (one multi-row insert, one duplicate count).
+//! - `ingest`: how a batch becomes one transaction of at most three
+//!   statements (one multi-row insert, one duplicate count, one insert of
+//!   the stored events' deliveries).
+//! - `deliveries`: claiming due deliveries under a lease (`SKIP LOCKED`),
+//!   recording attempts, replay and the operator's retry.
+//! - `listen`: the `LISTEN` connection that wakes delivery workers when any
+//!   process commits due deliveries.
 //! - `rows`: the columns queries select and how rows become domain types.
 //! - `error`: which driver errors mean "unavailable, retry later".
+//!
+//! Besides the pool, a store that waits for deliveries
+//! (`wait_for_deliveries`) holds one more connection, which `LISTEN`s for
+//! the notifications other processes send when they commit due deliveries.
 //!
 //! Connections are plain TCP or Unix sockets: TLS is not supported yet, so a
 //! URL with `sslmode=require` fails to connect.
 #![deny(missing_docs)]
 
+mod deliveries;
 mod error;
 mod ingest;
+mod listen;
 mod migrate;
 mod rows;
 
@@ -26,14 +37,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use gatehouse_core::{EventId, EventSummary, NewEvent, StoredEvent, VerificationFailure};
-use gatehouse_store::{EventQuery, IngestOutcome, SourceCounts, Store, StoreError};
+use gatehouse_core::{
+    Attempt, Delivery, DeliveryId, DeliveryState, EventId, EventSummary, FinishedAttempt, NewDelivery, NewEvent,
+    StoredEvent, UnixMillis, VerificationFailure,
+};
+use gatehouse_store::{
+    ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, IngestOutcome, SourceCounts, Store, StoreError,
+};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 use tracing::info;
 
 use crate::error::{from_pg, from_pool};
-use crate::rows::{pg_text, EVENT_COLUMNS, FAILURE_COLUMNS, SUMMARY_COLUMNS};
+use crate::listen::Wakeups;
+use crate::rows::{pg_text, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, FAILURE_COLUMNS, SUMMARY_COLUMNS};
 
 /// The most rows one list call returns, whatever limit it asks for.
 const MAX_LIST_LIMIT: u32 = 1000;
@@ -66,6 +83,7 @@ impl Default for PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     max_concurrent_batches: usize,
+    wakeups: Wakeups,
 }
 
 impl PostgresStore {
@@ -92,6 +110,7 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("gatehouse");
         }
+        let wakeups = Wakeups::new(config.clone());
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -120,6 +139,7 @@ impl PostgresStore {
         Ok(Self {
             pool,
             max_concurrent_batches: CONCURRENT_BATCHES.min(pool_size),
+            wakeups,
         })
     }
 
@@ -157,33 +177,55 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
-/// The SQL for one combination of list filters. Only placeholders vary, so
-/// there are at most eight distinct statements to prepare and cache.
-fn list_events_sql(by_source: bool, by_type: bool, before: bool) -> String {
+/// `head`, then ` WHERE` with each present filter (`"source ="` becomes
+/// `source = $n`) joined by `AND`, then `tail` and `LIMIT $n`: only
+/// placeholders vary, so each combination is one statement to cache.
+fn filtered_sql(head: &str, filters: &[(&str, bool)], tail: &str) -> String {
     let mut conditions = Vec::new();
     let mut next = 1;
-    let mut placeholder = || {
-        let text = format!("${next}");
-        next += 1;
-        text
-    };
-    if by_source {
-        conditions.push(format!("source = {}", placeholder()));
-    }
-    if by_type {
-        conditions.push(format!("event_type = {}", placeholder()));
-    }
-    if before {
-        conditions.push(format!("id < {}", placeholder()));
+    for (condition, present) in filters {
+        if *present {
+            conditions.push(format!("{condition} ${next}"));
+            next += 1;
+        }
     }
     let filter = if conditions.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
     };
-    format!(
-        "SELECT {SUMMARY_COLUMNS} FROM events{filter} ORDER BY id DESC LIMIT {}",
-        placeholder()
+    format!("{head}{filter} {tail} LIMIT ${next}")
+}
+
+/// The SQL for one combination of event list filters.
+fn list_events_sql(by_source: bool, by_type: bool, before: bool) -> String {
+    filtered_sql(
+        &format!("SELECT {SUMMARY_COLUMNS} FROM events"),
+        &[("source =", by_source), ("event_type =", by_type), ("id <", before)],
+        "ORDER BY id DESC",
+    )
+}
+
+/// The SQL for one combination of delivery list filters.
+fn list_deliveries_sql(by_state: bool, by_route: bool, before: bool) -> String {
+    filtered_sql(
+        &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries"),
+        &[("state =", by_state), ("route =", by_route), ("id <", before)],
+        "ORDER BY id DESC",
+    )
+}
+
+/// The SQL for events in a time range, after a cursor or from the start.
+fn events_between_sql(after: bool) -> String {
+    filtered_sql(
+        &format!("SELECT {SUMMARY_COLUMNS} FROM events"),
+        &[
+            ("source =", true),
+            ("received_at >=", true),
+            ("received_at <", true),
+            ("id >", after),
+        ],
+        "ORDER BY id",
     )
 }
 
@@ -198,7 +240,15 @@ impl Store for PostgresStore {
     }
 
     async fn ingest(&self, batch: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StoreError> {
-        ingest::ingest(&self.pool, &batch).await
+        let outcomes = ingest::ingest(&self.pool, &batch).await?;
+        let made_due = batch
+            .iter()
+            .zip(&outcomes)
+            .any(|(event, outcome)| *outcome == IngestOutcome::Stored && !event.deliveries.is_empty());
+        if made_due {
+            self.wakeups.wake();
+        }
+        Ok(outcomes)
     }
 
     async fn record_verification_failures(&self, failures: Vec<VerificationFailure>) -> Result<(), StoreError> {
@@ -332,6 +382,157 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         client.batch_execute("SELECT 1").await.map_err(|e| from_pg("ping", &e))
     }
+
+    async fn wait_for_deliveries(&self, max_wait: Duration) {
+        self.wakeups.wait(max_wait).await;
+    }
+
+    async fn claim_deliveries(&self, request: &ClaimRequest) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        deliveries::claim(&self.pool, request).await
+    }
+
+    async fn finish_attempts(&self, owner: &str, finished: Vec<FinishedAttempt>) -> Result<Vec<bool>, StoreError> {
+        deliveries::finish(&self.pool, owner, &finished).await
+    }
+
+    async fn release_deliveries(&self, owner: &str, ids: &[DeliveryId]) -> Result<(), StoreError> {
+        if deliveries::release(&self.pool, owner, ids).await? > 0 {
+            self.wakeups.wake();
+        }
+        Ok(())
+    }
+
+    async fn add_deliveries(&self, deliveries: Vec<(EventId, NewDelivery)>) -> Result<u64, StoreError> {
+        let now = UnixMillis::now();
+        let rows: Vec<_> = deliveries
+            .iter()
+            .map(|(event, delivery)| (*event, delivery, now))
+            .collect();
+        let client = self.client().await?;
+        let created = deliveries::insert(&client, &rows).await?;
+        if created > 0 {
+            self.wakeups.wake();
+        }
+        Ok(created)
+    }
+
+    async fn retry_deliveries(&self, ids: &[DeliveryId], now: UnixMillis) -> Result<u64, StoreError> {
+        let changed = deliveries::retry(&self.pool, ids, now).await?;
+        if changed > 0 {
+            self.wakeups.wake();
+        }
+        Ok(changed)
+    }
+
+    async fn delivery(&self, id: DeliveryId) -> Result<Option<Delivery>, StoreError> {
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1");
+        let id = id.to_bytes();
+        let id: &[u8] = &id;
+        let mut deliveries = self.query("read delivery", &sql, &[&id], rows::delivery).await?;
+        Ok(deliveries.pop())
+    }
+
+    async fn deliveries_for_event(&self, event: EventId) -> Result<Vec<Delivery>, StoreError> {
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = $1 ORDER BY id");
+        let event = event.to_bytes();
+        let event: &[u8] = &event;
+        self.query("read an event's deliveries", &sql, &[&event], rows::delivery)
+            .await
+    }
+
+    async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
+        let state = query.state.map(|state| state.as_str());
+        let route = query.route.as_deref().map(pg_text);
+        let before = query.before.map(|id| id.to_bytes());
+        let before = before.as_ref().map(|bytes| bytes.as_slice());
+        let limit = i64::from(query.limit.min(MAX_LIST_LIMIT));
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4);
+        if let Some(state) = &state {
+            params.push(state);
+        }
+        if let Some(route) = &route {
+            params.push(route);
+        }
+        if let Some(before) = &before {
+            params.push(before);
+        }
+        params.push(&limit);
+        let sql = list_deliveries_sql(state.is_some(), route.is_some(), before.is_some());
+        self.query("list deliveries", &sql, &params, rows::delivery).await
+    }
+
+    async fn attempts(&self, delivery: DeliveryId) -> Result<Vec<Attempt>, StoreError> {
+        let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 ORDER BY number, id");
+        let delivery = delivery.to_bytes();
+        let delivery: &[u8] = &delivery;
+        self.query("read attempts", &sql, &[&delivery], rows::attempt).await
+    }
+
+    async fn delivery_counts(&self) -> Result<Vec<(DeliveryState, u64)>, StoreError> {
+        let sql = "SELECT state, count(*) FROM deliveries GROUP BY state";
+        let mut counts = self
+            .query("count deliveries per state", sql, &[], |row| {
+                let get = |e| from_pg("decode delivery counts", &e);
+                let state: &str = row.try_get(0).map_err(get)?;
+                let count: i64 = row.try_get(1).map_err(get)?;
+                let state = DeliveryState::parse(state)
+                    .ok_or_else(|| StoreError::Internal("stored delivery has an unknown state".into()))?;
+                Ok((state, u64::try_from(count).unwrap_or(0)))
+            })
+            .await?;
+        // In lifecycle order.
+        counts.sort_by_key(|(state, _)| DeliveryState::ALL.iter().position(|s| s == state));
+        Ok(counts)
+    }
+
+    async fn set_route_paused(&self, route: &str, paused: bool) -> Result<(), StoreError> {
+        let route = pg_text(route);
+        let now = UnixMillis::now().0;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(deliveries::SET_ROUTE_PAUSED)
+            .await
+            .map_err(|e| from_pg("prepare set route paused", &e))?;
+        client
+            .execute(&statement, &[&route, &paused, &now])
+            .await
+            .map_err(|e| from_pg("set route paused", &e))?;
+        if !paused {
+            self.wakeups.wake();
+        }
+        Ok(())
+    }
+
+    async fn paused_routes(&self) -> Result<Vec<String>, StoreError> {
+        // COLLATE "C": sorted as Rust sorts strings.
+        let sql = "SELECT route FROM route_states WHERE paused ORDER BY route COLLATE \"C\"";
+        self.query("list paused routes", sql, &[], |row| {
+            row.try_get(0).map_err(|e| from_pg("decode paused routes", &e))
+        })
+        .await
+    }
+
+    async fn events_between(
+        &self,
+        source: &str,
+        from: UnixMillis,
+        to: UnixMillis,
+        after: Option<EventId>,
+        limit: u32,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        let source = pg_text(source);
+        let after = after.map(|id| id.to_bytes());
+        let after = after.as_ref().map(|bytes| bytes.as_slice());
+        let limit = i64::from(limit.min(MAX_LIST_LIMIT));
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&source, &from.0, &to.0];
+        if let Some(after) = &after {
+            params.push(after);
+        }
+        params.push(&limit);
+        let sql = events_between_sql(after.is_some());
+        self.query("list events in a time range", &sql, &params, rows::summary)
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -354,6 +555,28 @@ mod tests {
         assert_eq!(
             list_events_sql(false, true, true),
             format!("SELECT {SUMMARY_COLUMNS} FROM events WHERE event_type = $1 AND id < $2 ORDER BY id DESC LIMIT $3")
+        );
+    }
+
+    #[test]
+    fn delivery_and_range_sql() {
+        assert_eq!(
+            list_deliveries_sql(true, false, true),
+            format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = $1 AND id < $2 ORDER BY id DESC LIMIT $3")
+        );
+        assert_eq!(
+            events_between_sql(false),
+            format!(
+                "SELECT {SUMMARY_COLUMNS} FROM events WHERE source = $1 AND received_at >= $2 AND received_at < $3 \
+                 ORDER BY id LIMIT $4"
+            )
+        );
+        assert_eq!(
+            events_between_sql(true),
+            format!(
+                "SELECT {SUMMARY_COLUMNS} FROM events WHERE source = $1 AND received_at >= $2 AND received_at < $3 \
+                 AND id > $4 ORDER BY id LIMIT $5"
+            )
         );
     }
 

@@ -1,11 +1,15 @@
 //! Conversions between domain types and columns: the column lists the
-//! queries select, decoding rows into [`EventSummary`] and [`StoredEvent`],
-//! headers as JSON text, and text made storable.
+//! queries select, decoding rows into [`EventSummary`], [`StoredEvent`],
+//! [`Delivery`] and [`Attempt`], headers as JSON text, and text made
+//! storable.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use gatehouse_core::{Disposition, EventId, EventSummary, Header, StoredEvent, UnixMillis, VerificationFailure};
+use gatehouse_core::{
+    Attempt, AttemptOutcome, Delivery, DeliveryId, DeliveryState, Disposition, EventId, EventSummary, Header,
+    StoredEvent, UnixMillis, VerificationFailure,
+};
 use gatehouse_store::StoreError;
 use tokio_postgres::Row;
 
@@ -22,6 +26,14 @@ pub(crate) const EVENT_COLUMNS: &str =
 
 /// The columns [`verification_failure`] decodes, in order.
 pub(crate) const FAILURE_COLUMNS: &str = "source, reason, remote_addr, at";
+
+/// The columns [`delivery`] decodes, in order.
+pub(crate) const DELIVERY_COLUMNS: &str =
+    "id, event_id, route, state, attempts, next_attempt_at, last_error, created_at, updated_at";
+
+/// The columns [`attempt`] decodes, in order.
+pub(crate) const ATTEMPT_COLUMNS: &str = "number, started_at, duration_ms, status_code, response_headers::text, \
+     response_excerpt, error, outcome";
 
 /// Text as PostgreSQL can store it. A `text` value cannot hold a NUL
 /// character, and one event carrying one (a dedup key read from a JSON
@@ -51,6 +63,22 @@ fn event_id(bytes: &[u8]) -> Result<EventId, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Internal(format!("stored event id has {} bytes, not 16", bytes.len())))?;
     Ok(EventId::from_bytes(bytes))
+}
+
+/// A delivery id from its stored bytes.
+pub(crate) fn delivery_id(bytes: &[u8]) -> Result<DeliveryId, StoreError> {
+    DeliveryId::from_slice(bytes)
+        .ok_or_else(|| StoreError::Internal(format!("stored delivery id has {} bytes, not 16", bytes.len())))
+}
+
+/// A count or number stored as `integer`, which gatehouse never makes negative.
+fn unsigned(value: i32) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
+/// A `u32` for an `integer` column, capped at its maximum.
+pub(crate) fn pg_int(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
 }
 
 /// A row selected with [`SUMMARY_COLUMNS`] (or [`EVENT_COLUMNS`]).
@@ -98,6 +126,45 @@ pub(crate) fn verification_failure(row: &Row) -> Result<VerificationFailure, Sto
     })
 }
 
+/// A row selected with [`DELIVERY_COLUMNS`].
+pub(crate) fn delivery(row: &Row) -> Result<Delivery, StoreError> {
+    let get = |e| from_pg("decode delivery", &e);
+    let id: &[u8] = row.try_get(0).map_err(get)?;
+    let event: &[u8] = row.try_get(1).map_err(get)?;
+    let state: &str = row.try_get(3).map_err(get)?;
+    Ok(Delivery {
+        id: delivery_id(id)?,
+        event_id: event_id(event)?,
+        route: row.try_get(2).map_err(get)?,
+        state: DeliveryState::parse(state)
+            .ok_or_else(|| StoreError::Internal("stored delivery has an unknown state".into()))?,
+        attempts: unsigned(row.try_get(4).map_err(get)?),
+        next_attempt_at: UnixMillis(row.try_get(5).map_err(get)?),
+        last_error: row.try_get(6).map_err(get)?,
+        created_at: UnixMillis(row.try_get(7).map_err(get)?),
+        updated_at: UnixMillis(row.try_get(8).map_err(get)?),
+    })
+}
+
+/// A row selected with [`ATTEMPT_COLUMNS`].
+pub(crate) fn attempt(row: &Row) -> Result<Attempt, StoreError> {
+    let get = |e| from_pg("decode attempt", &e);
+    let headers: &str = row.try_get(4).map_err(get)?;
+    let excerpt: Vec<u8> = row.try_get(5).map_err(get)?;
+    let outcome: &str = row.try_get(7).map_err(get)?;
+    Ok(Attempt {
+        number: unsigned(row.try_get(0).map_err(get)?),
+        started_at: UnixMillis(row.try_get(1).map_err(get)?),
+        duration_ms: unsigned(row.try_get(2).map_err(get)?),
+        status_code: row.try_get(3).map_err(get)?,
+        response_headers: parse_headers(headers)?,
+        response_excerpt: Bytes::from(excerpt),
+        error: row.try_get(6).map_err(get)?,
+        outcome: AttemptOutcome::parse(outcome)
+            .ok_or_else(|| StoreError::Internal("stored attempt has an unknown outcome".into()))?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +201,16 @@ mod tests {
         let id = EventId::new();
         assert_eq!(event_id(&id.to_bytes()).expect("decode"), id);
         assert!(event_id(&[1, 2, 3]).is_err());
+        let id = DeliveryId::new();
+        assert_eq!(delivery_id(&id.to_bytes()).expect("decode"), id);
+        assert!(delivery_id(&[0; 17]).is_err());
+    }
+
+    #[test]
+    fn integers_saturate_instead_of_wrapping() {
+        assert_eq!(pg_int(7), 7);
+        assert_eq!(pg_int(u32::MAX), i32::MAX);
+        assert_eq!(unsigned(-1), 0);
+        assert_eq!(unsigned(12), 12);
     }
 }

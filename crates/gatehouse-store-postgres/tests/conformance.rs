@@ -6,20 +6,22 @@
 //! `postgres://postgres@127.0.0.1:5432/test`. Without it, every test that
 //! needs the server writes `SKIPPED: …` to stderr and passes.
 //!
-//! Each run of this binary works in a schema of its own,
-//! `gh_test_<unix seconds>_<pid>` (found through `search_path`), so reruns
-//! start from an empty schema and never see a previous run's rows; the
-//! checks that need a brand-new database use a further schema each. Runs
-//! leave their schemas behind for inspection, and the next run drops any
-//! older than an hour.
+//! Every test works in a brand-new schema of its own,
+//! `gh_test_<unix seconds>_<pid>_<n>` (found through `search_path`): the
+//! delivery checks claim every due delivery in their schema, so they cannot
+//! share one with tests running in parallel, and reruns never see a
+//! previous run's rows. Runs leave their schemas behind for inspection, and
+//! the next run drops any older than an hour.
 
+use std::collections::HashSet;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gatehouse_store::conformance::{sample_event, unique_source};
-use gatehouse_store::{IngestOutcome, Store, StoreError};
+use gatehouse_core::{DeliveryState, UnixMillis};
+use gatehouse_store::conformance::{event_with_routes, sample_event, unique_source};
+use gatehouse_store::{ClaimRequest, IngestOutcome, Store, StoreError};
 use gatehouse_store_postgres::{PostgresOptions, PostgresStore};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -56,10 +58,16 @@ fn unix_secs() -> u64 {
         .as_secs()
 }
 
-/// This run's schema.
+/// The prefix of this run's schemas.
 fn run_schema() -> &'static str {
     static SCHEMA: OnceLock<String> = OnceLock::new();
     SCHEMA.get_or_init(|| format!("gh_test_{}_{}", unix_secs(), std::process::id()))
+}
+
+/// A schema name no other test of this run uses.
+fn fresh_schema() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{}_{}", run_schema(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn options() -> PostgresOptions {
@@ -129,10 +137,10 @@ async fn connect_in(url: &str, schema: &str) -> Result<PostgresStore, StoreError
     PostgresStore::connect(&url_in_schema(url, schema), options()).await
 }
 
-/// A store in this run's schema, or `None` when no server is configured.
+/// A store in a new, empty schema, or `None` when no server is configured.
 async fn make_store() -> Option<Arc<dyn Store>> {
     let url = server_url()?;
-    let store = connect_in(&url, run_schema()).await.expect("connect");
+    let store = connect_in(&url, &fresh_schema()).await.expect("connect");
     Some(Arc::new(store))
 }
 
@@ -213,7 +221,7 @@ async fn connect_rejects_a_malformed_url_without_echoing_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_idempotent() {
     let Some(url) = server_url() else { return };
-    let schema = format!("{}_idempotent", run_schema());
+    let schema = fresh_schema();
     let first = connect_in(&url, &schema).await.expect("first connect");
     let event = sample_event(&unique_source("idem"), "evt_1");
     first.ingest(vec![event.clone()]).await.expect("ingest");
@@ -221,13 +229,13 @@ async fn migrations_are_idempotent() {
 
     let second = connect_in(&url, &schema).await.expect("second connect");
     assert!(second.event(event.id).await.expect("read").is_some(), "data survives");
-    assert_eq!(migration_versions(&url, &schema).await, vec![1]);
+    assert_eq!(migration_versions(&url, &schema).await, vec![1, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_starting_together_migrate_once() {
     let Some(url) = server_url() else { return };
-    let schema = format!("{}_race", run_schema());
+    let schema = fresh_schema();
     create_schema(&url, &schema).await;
     let in_schema = url_in_schema(&url, &schema);
     let connects = (0..4).map(|_| {
@@ -237,13 +245,13 @@ async fn processes_starting_together_migrate_once() {
     for connect in connects.collect::<Vec<_>>() {
         connect.await.expect("task").expect("connect");
     }
-    assert_eq!(migration_versions(&url, &schema).await, vec![1]);
+    assert_eq!(migration_versions(&url, &schema).await, vec![1, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_is_refused() {
     let Some(url) = server_url() else { return };
-    let schema = format!("{}_newer", run_schema());
+    let schema = fresh_schema();
     connect_in(&url, &schema).await.expect("first connect");
     admin_client(&url)
         .await
@@ -259,7 +267,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 1
+                supported: 2
             }
         ),
         "{err:?}"
@@ -325,19 +333,19 @@ impl Drop for Proxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_that_goes_away_is_unavailable_then_recovers() {
-    let Some(url) = server_url() else { return };
-    create_schema(&url, run_schema()).await;
+/// A proxy in front of the test server and a store connected through it in
+/// `schema`, or `None` (after saying so) when the test URL has no TCP host.
+async fn store_behind_a_proxy(url: &str, schema: &str) -> Option<(Proxy, PostgresStore)> {
+    create_schema(url, schema).await;
     let config: tokio_postgres::Config = url.parse().expect("a valid test URL");
     let (Some(Host::Tcp(host)), port) = (config.get_hosts().first(), config.get_ports().first()) else {
         assert!(
             std::env::var_os("GATEHOUSE_REQUIRE_POSTGRES").is_none(),
-            "the database-outage test needs a TCP host in the test URL"
+            "the database-outage tests need a TCP host in the test URL"
         );
-        let line = "SKIPPED: the database-outage test needs a TCP host in the test URL\n";
+        let line = "SKIPPED: the database-outage tests need a TCP host in the test URL\n";
         let _ = std::io::stderr().write_all(line.as_bytes());
-        return;
+        return None;
     };
     let proxy = Proxy::start((host.clone(), port.copied().unwrap_or(5432))).await;
 
@@ -345,7 +353,7 @@ async fn a_database_that_goes_away_is_unavailable_then_recovers() {
     let mut through_proxy = format!(
         "host=127.0.0.1 port={} options={}",
         proxy.port,
-        quote(&format!("-c search_path={}", run_schema()))
+        quote(&format!("-c search_path={schema}"))
     );
     if let Some(user) = config.get_user() {
         through_proxy.push_str(&format!(" user={}", quote(user)));
@@ -365,6 +373,15 @@ async fn a_database_that_goes_away_is_unavailable_then_recovers() {
     )
     .await
     .expect("connect through the proxy");
+    Some((proxy, store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_goes_away_is_unavailable_then_recovers() {
+    let Some(url) = server_url() else { return };
+    let Some((proxy, store)) = store_behind_a_proxy(&url, &fresh_schema()).await else {
+        return;
+    };
     let source = unique_source("outage");
     let before = sample_event(&source, "evt_before");
     store.ingest(vec![before.clone()]).await.expect("ingest while up");
@@ -491,4 +508,335 @@ async fn concurrent_batches_sharing_keys_never_deadlock() {
         let mine = counts.iter().find(|c| c.source == source).expect("counted");
         assert_eq!((mine.events, mine.duplicates), (200, 7 * 200));
     }
+}
+
+fn claim(owner: &str, now: UnixMillis, limit: u32) -> ClaimRequest {
+    ClaimRequest {
+        owner: owner.to_string(),
+        now,
+        lease: Duration::from_secs(30),
+        limit,
+    }
+}
+
+fn in_a_second() -> UnixMillis {
+    UnixMillis(UnixMillis::now().0 + 1000)
+}
+
+/// Two stores on one schema, as two gatehouse processes on one database.
+async fn two_stores() -> Option<(String, Arc<PostgresStore>, Arc<PostgresStore>)> {
+    let url = server_url()?;
+    let schema = fresh_schema();
+    let a = connect_in(&url, &schema).await.expect("connect a");
+    let b = connect_in(&url, &schema).await.expect("connect b");
+    Some((schema, Arc::new(a), Arc::new(b)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_in_one_process_wakes_a_worker_in_another() {
+    let Some((_, a, b)) = two_stores().await else { return };
+    // The first wait starts B's listening connection and returns once it
+    // listens (it looks once for work missed while nobody listened).
+    let started = Instant::now();
+    b.wait_for_deliveries(Duration::from_secs(10)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // Nothing committed: the wait runs to its end (other tests' commits, in
+    // other schemas, do not wake it).
+    let quiet = Duration::from_millis(400);
+    let started = Instant::now();
+    b.wait_for_deliveries(quiet).await;
+    assert!(
+        started.elapsed() >= quiet - Duration::from_millis(50),
+        "woke after {:?}",
+        started.elapsed()
+    );
+
+    // An event without deliveries wakes nobody either.
+    a.ingest(vec![sample_event(&unique_source("quiet"), "evt_none")])
+        .await
+        .expect("ingest");
+    let started = Instant::now();
+    b.wait_for_deliveries(quiet).await;
+    assert!(
+        started.elapsed() >= quiet - Duration::from_millis(50),
+        "woke after {:?}",
+        started.elapsed()
+    );
+
+    let max_wait = Duration::from_secs(20);
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let started = Instant::now();
+            b.wait_for_deliveries(max_wait).await;
+            started.elapsed()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let event = event_with_routes(&unique_source("wake"), "evt_wake", &["r"]);
+    a.ingest(vec![event.clone()]).await.expect("ingest on A");
+    let waited = tokio::time::timeout(max_wait * 2, waiter)
+        .await
+        .expect("the wait ends")
+        .expect("task");
+    assert!(waited < Duration::from_secs(5), "B woke only after {waited:?}");
+    let claimed = b
+        .claim_deliveries(&claim("b", in_a_second(), 10))
+        .await
+        .expect("claim on B");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].delivery.id, event.deliveries[0].id);
+
+    // A wake-up while nobody waits is kept for the next wait: an operator
+    // retry on A, then B waits.
+    let finished =
+        gatehouse_store::conformance::finished(event.deliveries[0].id, 1, gatehouse_core::AttemptOutcome::Dead, None);
+    assert_eq!(
+        b.finish_attempts("b", vec![finished]).await.expect("finish"),
+        vec![true]
+    );
+    assert_eq!(
+        a.retry_deliveries(&[event.deliveries[0].id], UnixMillis::now())
+            .await
+            .expect("retry"),
+        1
+    );
+    // Time for the notification to reach B's listener, nobody waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    b.wait_for_deliveries(max_wait).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_claiming_together_never_share_a_delivery() {
+    let Some((_, a, b)) = two_stores().await else { return };
+    let source = unique_source("two-claimers");
+    let events: Vec<_> = (0..300)
+        .map(|i| event_with_routes(&source, &format!("e{i}"), &["r1", "r2"]))
+        .collect();
+    a.ingest(events).await.expect("ingest");
+
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let store = if worker % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut empty = 0;
+            // A claim can come back empty while others hold the rest locked;
+            // stop after a few empty ones in a row.
+            while empty < 3 {
+                let claimed = store
+                    .claim_deliveries(&claim(&format!("w{worker}"), in_a_second(), 5))
+                    .await
+                    .expect("claim");
+                if claimed.is_empty() {
+                    empty += 1;
+                    tokio::task::yield_now().await;
+                } else {
+                    empty = 0;
+                }
+                for c in claimed {
+                    assert_eq!(c.delivery.state, DeliveryState::InFlight);
+                    assert_eq!(c.event.summary.id, c.delivery.event_id);
+                    mine.push(c.delivery.id);
+                }
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task"));
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "a delivery was claimed twice");
+    assert_eq!(all.len(), 600, "every delivery claimed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_skip_rows_locked_elsewhere_without_waiting() {
+    let Some(url) = server_url() else { return };
+    let schema = fresh_schema();
+    let store = connect_in(&url, &schema).await.expect("connect");
+    let source = unique_source("skip-locked");
+    let events: Vec<_> = (0..4)
+        .map(|i| event_with_routes(&source, &format!("e{i}"), &["r"]))
+        .collect();
+    store.ingest(events.clone()).await.expect("ingest");
+
+    // Another session holds the two oldest deliveries locked, as a claimer
+    // in the middle of its statement would.
+    let mut other = admin_client(&url_in_schema(&url, &schema)).await;
+    let tx = other.transaction().await.expect("begin");
+    let locked: Vec<Vec<u8>> = events[..2]
+        .iter()
+        .map(|e| e.deliveries[0].id.to_bytes().to_vec())
+        .collect();
+    let rows = tx
+        .query("SELECT id FROM deliveries WHERE id = ANY($1) FOR UPDATE", &[&locked])
+        .await
+        .expect("lock two deliveries");
+    assert_eq!(rows.len(), 2);
+
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.claim_deliveries(&claim("w", in_a_second(), 10)),
+    )
+    .await
+    .expect("the claim does not wait for the locks")
+    .expect("claim");
+    let ids: Vec<_> = claimed.iter().map(|c| c.delivery.id).collect();
+    assert_eq!(ids, vec![events[2].deliveries[0].id, events[3].deliveries[0].id]);
+
+    tx.rollback().await.expect("rollback");
+    let claimed = store
+        .claim_deliveries(&claim("w", in_a_second(), 10))
+        .await
+        .expect("claim");
+    let ids: Vec<_> = claimed.iter().map(|c| c.delivery.id).collect();
+    assert_eq!(ids, vec![events[0].deliveries[0].id, events[1].deliveries[0].id]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finishing_a_batch_records_each_attempt_once() {
+    use gatehouse_core::AttemptOutcome;
+    use gatehouse_store::conformance::finished;
+
+    let Some(store) = make_store().await else { return };
+    let source = unique_source("finish-batch");
+    let events: Vec<_> = (0..3)
+        .map(|i| event_with_routes(&source, &format!("e{i}"), &["r"]))
+        .collect();
+    store.ingest(events.clone()).await.expect("ingest");
+    let ids: Vec<_> = events.iter().map(|e| e.deliveries[0].id).collect();
+    assert_eq!(
+        store
+            .claim_deliveries(&claim("w", in_a_second(), 10))
+            .await
+            .expect("claim")
+            .len(),
+        3
+    );
+
+    let retry_at = UnixMillis(UnixMillis::now().0 + 60_000);
+    let mut skipped = finished(ids[2], 1, AttemptOutcome::Skipped, None);
+    skipped.attempt.error = Some("filter excluded the event".into());
+    skipped.attempt.status_code = None;
+    let batch = vec![
+        finished(ids[0], 1, AttemptOutcome::Retry, Some(retry_at)),
+        finished(ids[1], 1, AttemptOutcome::Succeeded, None),
+        // The same delivery again: already settled by the line above.
+        finished(ids[1], 1, AttemptOutcome::Dead, None),
+        skipped.clone(),
+        // Not held by this owner (it does not exist at all).
+        finished(gatehouse_core::DeliveryId::new(), 1, AttemptOutcome::Succeeded, None),
+    ];
+    assert_eq!(
+        store.finish_attempts("w", batch.clone()).await.expect("finish"),
+        vec![true, true, false, true, false]
+    );
+    let first = store.delivery(ids[0]).await.expect("read").expect("exists");
+    assert_eq!(
+        (first.state, first.next_attempt_at, first.attempts),
+        (DeliveryState::Retrying, retry_at, 1)
+    );
+    let second = store.delivery(ids[1]).await.expect("read").expect("exists");
+    assert_eq!(
+        (second.state, second.attempts, second.last_error),
+        (DeliveryState::Succeeded, 1, None)
+    );
+    let third = store.delivery(ids[2]).await.expect("read").expect("exists");
+    assert_eq!(third.state, DeliveryState::Skipped);
+    assert_eq!(third.last_error.as_deref(), Some("filter excluded the event"));
+    assert_eq!(
+        store.attempts(ids[1]).await.expect("attempts"),
+        vec![batch[1].attempt.clone()]
+    );
+    assert_eq!(store.attempts(ids[2]).await.expect("attempts"), vec![skipped.attempt]);
+    assert_eq!(
+        store.finish_attempts("w", Vec::new()).await.expect("finish"),
+        Vec::<bool>::new()
+    );
+
+    // Released deliveries go back to the state they were claimed from.
+    let again = store
+        .claim_deliveries(&claim("w", UnixMillis(retry_at.0 + 1), 10))
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.attempts, 1);
+    store.release_deliveries("other", &[ids[0]]).await.expect("release");
+    assert_eq!(
+        store.delivery(ids[0]).await.expect("read").expect("exists").state,
+        DeliveryState::InFlight
+    );
+    store.release_deliveries("w", &[ids[0]]).await.expect("release");
+    let released = store.delivery(ids[0]).await.expect("read").expect("exists");
+    assert_eq!((released.state, released.attempts), (DeliveryState::Retrying, 1));
+    assert!(released.next_attempt_at <= UnixMillis::now());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listening_connection_comes_back_after_an_outage() {
+    let Some(url) = server_url() else { return };
+    let schema = fresh_schema();
+    let Some((proxy, worker)) = store_behind_a_proxy(&url, &schema).await else {
+        return;
+    };
+    let writer = connect_in(&url, &schema).await.expect("connect the writer");
+    let started = Instant::now();
+    worker.wait_for_deliveries(Duration::from_secs(10)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "listening took {:?}",
+        started.elapsed()
+    );
+
+    // The listening connection is cut and cannot come back: waits run to
+    // their end, and nothing fails.
+    proxy.go_down();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let event = event_with_routes(&unique_source("outage-listen"), "evt_1", &["r"]);
+    writer.ingest(vec![event]).await.expect("ingest");
+    let quiet = Duration::from_millis(500);
+    let started = Instant::now();
+    worker.wait_for_deliveries(quiet).await;
+    assert!(
+        started.elapsed() >= quiet - Duration::from_millis(50),
+        "woke after {:?}",
+        started.elapsed()
+    );
+
+    // Back: the listener reconnects by itself (with backoff) and looks once
+    // for work it may have missed.
+    proxy.come_back();
+    let started = Instant::now();
+    worker.wait_for_deliveries(Duration::from_secs(20)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "reconnecting took {:?}",
+        started.elapsed()
+    );
+
+    // And it hears commits again.
+    let waiter = tokio::spawn(async move {
+        let started = Instant::now();
+        worker.wait_for_deliveries(Duration::from_secs(20)).await;
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let event = event_with_routes(&unique_source("outage-listen"), "evt_2", &["r"]);
+    writer.ingest(vec![event]).await.expect("ingest");
+    let waited = waiter.await.expect("task");
+    assert!(waited < Duration::from_secs(5), "woke only after {waited:?}");
 }

@@ -7,6 +7,7 @@
 //! pool of read-only connections, which WAL lets run beside the writer.
 #![deny(missing_docs)]
 
+mod deliveries;
 mod migrations;
 mod read;
 mod write;
@@ -19,8 +20,15 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use gatehouse_core::{EventId, EventSummary, NewEvent, StoredEvent, VerificationFailure};
-use gatehouse_store::{EventQuery, IngestOutcome, SourceCounts, Store, StoreError};
+use tokio::sync::Notify;
+
+use gatehouse_core::{
+    Attempt, Delivery, DeliveryId, DeliveryState, EventId, EventSummary, FinishedAttempt, NewDelivery, NewEvent,
+    StoredEvent, UnixMillis, VerificationFailure,
+};
+use gatehouse_store::{
+    ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, IngestOutcome, SourceCounts, Store, StoreError,
+};
 
 use write::WriteJob;
 
@@ -48,6 +56,11 @@ pub struct SqliteStore {
     writer: mpsc::Sender<WriteJob>,
     readers: Arc<read::ReaderPool>,
     path: PathBuf,
+    /// Wakes the delivery workers when new deliveries are committed. One
+    /// process owns a SQLite file, so an in-process signal is enough.
+    deliveries_ready: Arc<Notify>,
+    /// Dropped with the store, which tells the checkpoint thread to stop.
+    _alive: Arc<()>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -66,16 +79,31 @@ impl SqliteStore {
         }
         let mut writer_conn = open_connection(path, &options, false)?;
         migrations::apply(&mut writer_conn)?;
+        // Checkpoints copy the WAL into the database file and fsync it; done
+        // on the writer thread they stall every commit behind them, so the
+        // writer never checkpoints and a checkpointer thread does it instead.
+        writer_conn
+            .execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768;")
+            .map_err(|e| classify(&e))?;
+        let checkpoint_conn = open_connection(path, &options, false)?;
         let readers = Arc::new(read::ReaderPool::new(path.to_path_buf(), options.clone()));
         let (sender, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("gatehouse-sqlite-writer".into())
             .spawn(move || write::run(writer_conn, receiver))
             .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer thread: {e}")))?;
+        let alive = Arc::new(());
+        let store_alive = Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("gatehouse-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, store_alive))
+            .map_err(|e| StoreError::Internal(format!("cannot start the SQLite checkpoint thread: {e}")))?;
         Ok(Self {
             writer: sender,
             readers,
             path: path.to_path_buf(),
+            deliveries_ready: Arc::new(Notify::new()),
+            _alive: alive,
         })
     }
 
@@ -84,17 +112,46 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn write<T>(
-        &self,
-        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteJob,
-    ) -> Result<T, StoreError> {
+    /// Runs `work` on the writer thread and waits for its result.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let _ = reply.send(work(conn));
+        });
         self.writer
-            .send(job(reply))
+            .send(job)
             .map_err(|_| StoreError::Unavailable("the SQLite writer thread has stopped".into()))?;
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the SQLite writer thread has stopped".into()))?
+    }
+}
+
+/// Checkpoints the WAL every 200 ms (passive: never blocks the writer or
+/// readers) and truncates it when it has grown past 64 MiB, until the store
+/// is dropped. The writer never checkpoints itself.
+fn checkpoint_loop(conn: Connection, store_alive: std::sync::Weak<()>) {
+    const TRUNCATE_ABOVE_PAGES: i64 = 16_384;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if store_alive.strong_count() == 0 {
+            return;
+        }
+        let frames: Result<(i64, i64, i64), _> = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        });
+        match frames {
+            Ok((_, log_frames, _)) if log_frames > TRUNCATE_ABOVE_PAGES => {
+                // Waits for the writer to pause, then resets the WAL file to zero.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "SQLite checkpoint failed; will retry."),
+        }
     }
 }
 
@@ -159,14 +216,18 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(|reply| WriteJob::Ingest(batch, reply)).await
+        let (outcomes, created_deliveries) = self.write(move |conn| write::ingest(conn, &batch)).await?;
+        if created_deliveries {
+            self.deliveries_ready.notify_one();
+        }
+        Ok(outcomes)
     }
 
     async fn record_verification_failures(&self, failures: Vec<VerificationFailure>) -> Result<(), StoreError> {
         if failures.is_empty() {
             return Ok(());
         }
-        self.write(|reply| WriteJob::Failures(failures, reply)).await
+        self.write(move |conn| write::record_failures(conn, &failures)).await
     }
 
     async fn event(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
@@ -201,7 +262,99 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.write(WriteJob::Ping).await
+        self.write(write::ping).await
+    }
+
+    async fn wait_for_deliveries(&self, max_wait: Duration) {
+        let _ = tokio::time::timeout(max_wait, self.deliveries_ready.notified()).await;
+    }
+
+    async fn claim_deliveries(&self, request: &ClaimRequest) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let request = request.clone();
+        self.write(move |conn| deliveries::claim(conn, &request)).await
+    }
+
+    async fn finish_attempts(&self, owner: &str, finished: Vec<FinishedAttempt>) -> Result<Vec<bool>, StoreError> {
+        let owner = owner.to_string();
+        let recorded = self
+            .write(move |conn| deliveries::finish(conn, &owner, &finished))
+            .await?;
+        // A retry may be due sooner than the workers' next poll.
+        self.deliveries_ready.notify_one();
+        Ok(recorded)
+    }
+
+    async fn release_deliveries(&self, owner: &str, ids: &[DeliveryId]) -> Result<(), StoreError> {
+        let (owner, ids) = (owner.to_string(), ids.to_vec());
+        self.write(move |conn| deliveries::release(conn, &owner, &ids)).await?;
+        self.deliveries_ready.notify_one();
+        Ok(())
+    }
+
+    async fn add_deliveries(&self, added: Vec<(EventId, NewDelivery)>) -> Result<u64, StoreError> {
+        let created = self.write(move |conn| deliveries::add(conn, &added)).await?;
+        if created > 0 {
+            self.deliveries_ready.notify_one();
+        }
+        Ok(created)
+    }
+
+    async fn retry_deliveries(&self, ids: &[DeliveryId], now: UnixMillis) -> Result<u64, StoreError> {
+        let ids = ids.to_vec();
+        let changed = self.write(move |conn| deliveries::retry(conn, &ids, now)).await?;
+        if changed > 0 {
+            self.deliveries_ready.notify_one();
+        }
+        Ok(changed)
+    }
+
+    async fn delivery(&self, id: DeliveryId) -> Result<Option<Delivery>, StoreError> {
+        self.readers.run(move |conn| deliveries::by_id(conn, id)).await
+    }
+
+    async fn deliveries_for_event(&self, event: EventId) -> Result<Vec<Delivery>, StoreError> {
+        self.readers.run(move |conn| deliveries::for_event(conn, event)).await
+    }
+
+    async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
+        let query = query.clone();
+        self.readers.run(move |conn| deliveries::list(conn, &query)).await
+    }
+
+    async fn attempts(&self, delivery: DeliveryId) -> Result<Vec<Attempt>, StoreError> {
+        self.readers.run(move |conn| deliveries::attempts(conn, delivery)).await
+    }
+
+    async fn delivery_counts(&self) -> Result<Vec<(DeliveryState, u64)>, StoreError> {
+        self.readers.run(deliveries::counts).await
+    }
+
+    async fn set_route_paused(&self, route: &str, paused: bool) -> Result<(), StoreError> {
+        let route = route.to_string();
+        self.write(move |conn| deliveries::set_paused(conn, &route, paused))
+            .await?;
+        if !paused {
+            self.deliveries_ready.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn paused_routes(&self) -> Result<Vec<String>, StoreError> {
+        self.readers.run(deliveries::paused).await
+    }
+
+    async fn events_between(
+        &self,
+        source: &str,
+        from: UnixMillis,
+        to: UnixMillis,
+        after: Option<EventId>,
+        limit: u32,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        let source = source.to_string();
+        self.readers
+            .run(move |conn| deliveries::events_between(conn, &source, from, to, after, limit))
+            .await
     }
 }
 

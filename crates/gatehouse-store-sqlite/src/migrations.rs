@@ -7,7 +7,10 @@ use gatehouse_store::StoreError;
 use crate::classify;
 
 /// Migrations in order; the database's `user_version` is how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_events.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_events.sql"),
+    include_str!("../migrations/0002_deliveries.sql"),
+];
 
 /// Applies the migrations this database has not seen, each in a transaction.
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {

@@ -61,16 +61,14 @@ impl ReaderPool {
     }
 }
 
-const SUMMARY_COLUMNS: &str =
+pub(crate) const SUMMARY_COLUMNS: &str =
     "id, source, received_at, dedup_key, provider_event_id, event_type, disposition, duplicates, last_duplicate_at";
 const FULL_COLUMNS: &str = "id, source, received_at, dedup_key, provider_event_id, event_type, disposition, \
      duplicates, last_duplicate_at, headers, body, verification, remote_addr";
 
-fn summary(row: &Row<'_>) -> rusqlite::Result<EventSummary> {
+pub(crate) fn summary(row: &Row<'_>) -> rusqlite::Result<EventSummary> {
     let id: Vec<u8> = row.get(0)?;
-    let id = <[u8; 16]>::try_from(id)
-        .map(EventId::from_bytes)
-        .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, 16))?;
+    let id = EventId::from_slice(&id).ok_or(rusqlite::Error::IntegralValueOutOfRange(0, 16))?;
     let disposition: String = row.get(6)?;
     Ok(EventSummary {
         id,

@@ -1,26 +1,20 @@
-//! The writer thread: the only connection that writes. Each job is one
-//! transaction; a batch of events commits (and fsyncs) once.
+//! The writer thread: the only connection that writes. Each job is a closure
+//! run on that connection, usually one transaction; a batch of events
+//! commits (and fsyncs) once.
 
 use std::sync::mpsc;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::oneshot;
 
-use gatehouse_core::{EventId, NewEvent, VerificationFailure};
+use gatehouse_core::{EventId, NewEvent, UnixMillis, VerificationFailure};
 use gatehouse_store::codec::encode_headers;
 use gatehouse_store::{IngestOutcome, StoreError};
 
 use crate::classify;
 
-/// Work for the writer thread, each with where to send the answer.
-pub(crate) enum WriteJob {
-    /// Commit a batch of events.
-    Ingest(Vec<NewEvent>, oneshot::Sender<Result<Vec<IngestOutcome>, StoreError>>),
-    /// Record verification failures.
-    Failures(Vec<VerificationFailure>, oneshot::Sender<Result<(), StoreError>>),
-    /// Prove the writer is alive and can take the write lock.
-    Ping(oneshot::Sender<Result<(), StoreError>>),
-}
+/// Work for the writer thread: it runs the closure on the writing
+/// connection; the closure sends its own answer.
+pub(crate) type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
 const INSERT_EVENT: &str = "INSERT INTO events (id, source, dedup_key, provider_event_id, event_type, disposition, \
      received_at, headers, body, verification, remote_addr) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
@@ -29,43 +23,36 @@ const INSERT_EVENT: &str = "INSERT INTO events (id, source, dedup_key, provider_
 const COUNT_DUPLICATE: &str = "UPDATE events SET duplicates = duplicates + 1, \
      last_duplicate_at = max(coalesce(last_duplicate_at, 0), ?3) WHERE source = ?1 AND dedup_key = ?2 RETURNING id";
 
+const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, event_id, route, state, next_attempt_at, created_at, \
+     updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5)";
+
 const INSERT_FAILURE: &str =
     "INSERT INTO verification_failures (source, reason, remote_addr, at) VALUES (?1, ?2, ?3, ?4)";
 
-/// Runs until every sender is gone (the store was dropped).
+/// Runs jobs until every sender is gone (the store was dropped).
 pub(crate) fn run(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
     while let Ok(job) = jobs.recv() {
-        match job {
-            WriteJob::Ingest(batch, reply) => {
-                let _ = reply.send(ingest(&mut conn, &batch));
-            }
-            WriteJob::Failures(failures, reply) => {
-                let _ = reply.send(record_failures(&mut conn, &failures));
-            }
-            WriteJob::Ping(reply) => {
-                // Taking the write lock (and letting it go) proves the file is
-                // writable now, not merely readable.
-                let result = conn
-                    .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
-                    .map_err(|e| classify(&e));
-                let _ = reply.send(result);
-            }
-        }
+        job(&mut conn);
     }
 }
 
-/// Commits a batch in one transaction. Any error rolls the whole batch back
-/// (the transaction is dropped uncommitted), so callers answer 503 to all.
-fn ingest(conn: &mut Connection, batch: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
+/// Commits a batch in one transaction, with the deliveries of the events it
+/// stores. Any error rolls the whole batch back (the transaction is dropped
+/// uncommitted), so callers answer 503 to all. The flag says whether any
+/// delivery was created (workers should wake).
+pub(crate) fn ingest(conn: &mut Connection, batch: &[NewEvent]) -> Result<(Vec<IngestOutcome>, bool), StoreError> {
     let tx = conn.transaction().map_err(|e| classify(&e))?;
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut created_deliveries = false;
     {
         let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(|e| classify(&e))?;
         let mut count_duplicate = tx.prepare_cached(COUNT_DUPLICATE).map_err(|e| classify(&e))?;
+        let mut insert_delivery = tx.prepare_cached(INSERT_DELIVERY).map_err(|e| classify(&e))?;
         for event in batch {
+            let event_id = event.id.to_bytes();
             let inserted = insert
                 .execute(params![
-                    &event.id.to_bytes()[..],
+                    &event_id[..],
                     &*event.source,
                     event.dedup_key,
                     event.provider_event_id,
@@ -79,6 +66,18 @@ fn ingest(conn: &mut Connection, batch: &[NewEvent]) -> Result<Vec<IngestOutcome
                 ])
                 .map_err(|e| classify(&e))?;
             if inserted == 1 {
+                for delivery in &event.deliveries {
+                    insert_delivery
+                        .execute(params![
+                            &delivery.id.to_bytes()[..],
+                            &event_id[..],
+                            &*delivery.route,
+                            delivery.state.as_str(),
+                            event.received_at.0,
+                        ])
+                        .map_err(|e| classify(&e))?;
+                    created_deliveries = true;
+                }
                 outcomes.push(IngestOutcome::Stored);
                 continue;
             }
@@ -91,17 +90,18 @@ fn ingest(conn: &mut Connection, batch: &[NewEvent]) -> Result<Vec<IngestOutcome
                 .optional()
                 .map_err(|e| classify(&e))?;
             let original = original
-                .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
-                .map(EventId::from_bytes)
+                .as_deref()
+                .and_then(EventId::from_slice)
                 .ok_or_else(|| StoreError::Internal("duplicate without an original row".into()))?;
             outcomes.push(IngestOutcome::Duplicate { original });
         }
     }
     tx.commit().map_err(|e| classify(&e))?;
-    Ok(outcomes)
+    Ok((outcomes, created_deliveries))
 }
 
-fn record_failures(conn: &mut Connection, failures: &[VerificationFailure]) -> Result<(), StoreError> {
+/// Records verification failures in one transaction.
+pub(crate) fn record_failures(conn: &mut Connection, failures: &[VerificationFailure]) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(|e| classify(&e))?;
     {
         let mut insert = tx.prepare_cached(INSERT_FAILURE).map_err(|e| classify(&e))?;
@@ -117,4 +117,16 @@ fn record_failures(conn: &mut Connection, failures: &[VerificationFailure]) -> R
         }
     }
     tx.commit().map_err(|e| classify(&e))
+}
+
+/// Taking the write lock (and letting it go) proves the file is writable
+/// now, not merely readable.
+pub(crate) fn ping(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+        .map_err(|e| classify(&e))
+}
+
+/// Now, for rows written outside a caller-supplied time.
+pub(crate) fn now() -> i64 {
+    UnixMillis::now().0
 }

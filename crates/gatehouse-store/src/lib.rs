@@ -6,7 +6,12 @@
 
 use async_trait::async_trait;
 
-use gatehouse_core::{EventId, EventSummary, NewEvent, StoredEvent, VerificationFailure};
+use std::time::Duration;
+
+use gatehouse_core::{
+    Attempt, Delivery, DeliveryId, DeliveryState, EventId, EventSummary, FinishedAttempt, NewDelivery, NewEvent,
+    StoredEvent, UnixMillis, VerificationFailure,
+};
 
 pub mod codec;
 
@@ -50,6 +55,42 @@ pub struct SourceCounts {
     pub duplicates: u64,
     /// Verification failures recorded.
     pub verification_failures: u64,
+}
+
+/// A delivery a worker has claimed, with the event it carries.
+#[derive(Clone, Debug)]
+pub struct ClaimedDelivery {
+    /// The delivery, as it was when claimed (`attempts` counts earlier attempts).
+    pub delivery: Delivery,
+    /// The event to deliver, body and headers included.
+    pub event: StoredEvent,
+}
+
+/// Which deliveries to claim.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    /// Who claims (unique per worker process); leases are checked against it.
+    pub owner: String,
+    /// The current time: deliveries due at or before it, and leases expired
+    /// before it, are claimable.
+    pub now: UnixMillis,
+    /// How long the claim holds before another worker may take it over.
+    pub lease: Duration,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Which deliveries to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryQuery {
+    /// Only this route.
+    pub route: Option<String>,
+    /// Only this state.
+    pub state: Option<DeliveryState>,
+    /// Only deliveries whose id sorts before this one (keyset pagination).
+    pub before: Option<DeliveryId>,
+    /// At most this many (capped at 1,000).
+    pub limit: u32,
 }
 
 /// A storage failure.
@@ -126,4 +167,67 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the database answers, for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // --- Deliveries -------------------------------------------------------
+
+    /// Waits until new deliveries may be due (an ingest or replay committed
+    /// some, here or, on PostgreSQL, in another process) or `max_wait`
+    /// passes. Workers call it between claims; it may return early.
+    async fn wait_for_deliveries(&self, max_wait: Duration);
+
+    /// Claims up to `limit` deliveries that are due (pending or retrying with
+    /// `next_attempt_at <= now`, or in flight with an expired lease), skipping
+    /// paused routes, oldest due first; marks them in flight under `owner`
+    /// until `now + lease`. Two workers never hold the same delivery.
+    async fn claim_deliveries(&self, request: &ClaimRequest) -> Result<Vec<ClaimedDelivery>, StoreError>;
+
+    /// Records finished attempts and moves each delivery to the state its
+    /// outcome implies, in one transaction. A delivery whose lease `owner` no
+    /// longer holds (it expired and was claimed again) is left alone; the
+    /// result says, per attempt, whether it was recorded.
+    async fn finish_attempts(&self, owner: &str, finished: Vec<FinishedAttempt>) -> Result<Vec<bool>, StoreError>;
+
+    /// Gives back claimed deliveries without an attempt (graceful shutdown):
+    /// they become due again at once.
+    async fn release_deliveries(&self, owner: &str, ids: &[DeliveryId]) -> Result<(), StoreError>;
+
+    /// Creates deliveries for stored events (replay). Events that do not
+    /// exist are skipped; returns how many deliveries were created.
+    async fn add_deliveries(&self, deliveries: Vec<(EventId, NewDelivery)>) -> Result<u64, StoreError>;
+
+    /// Makes dead deliveries due again at `now` (their attempt count is
+    /// kept); other states are left alone. Returns how many changed.
+    async fn retry_deliveries(&self, ids: &[DeliveryId], now: UnixMillis) -> Result<u64, StoreError>;
+
+    /// One delivery.
+    async fn delivery(&self, id: DeliveryId) -> Result<Option<Delivery>, StoreError>;
+
+    /// An event's deliveries, oldest first.
+    async fn deliveries_for_event(&self, event: EventId) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Deliveries newest first.
+    async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError>;
+
+    /// A delivery's attempts, first to last.
+    async fn attempts(&self, delivery: DeliveryId) -> Result<Vec<Attempt>, StoreError>;
+
+    /// Counts of deliveries per state (for the overview and tests).
+    async fn delivery_counts(&self) -> Result<Vec<(DeliveryState, u64)>, StoreError>;
+
+    /// Pauses or resumes a route: its deliveries are not claimed while paused.
+    async fn set_route_paused(&self, route: &str, paused: bool) -> Result<(), StoreError>;
+
+    /// The routes currently paused.
+    async fn paused_routes(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Events of `source` received in `[from, to)`, oldest first, after the
+    /// cursor (for replay by time range).
+    async fn events_between(
+        &self,
+        source: &str,
+        from: UnixMillis,
+        to: UnixMillis,
+        after: Option<EventId>,
+        limit: u32,
+    ) -> Result<Vec<EventSummary>, StoreError>;
 }

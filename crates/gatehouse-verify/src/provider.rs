@@ -30,6 +30,16 @@ impl Verified {
         }
     }
 
+    /// Proof that the request matched `scheme` with a key that is not one of
+    /// the source's secrets: PayPal's signer certificate, fetched from an
+    /// allow-listed host.
+    pub fn by_certificate(scheme: &'static str) -> Self {
+        Self {
+            scheme,
+            secret_index: None,
+        }
+    }
+
     /// A source configured with `provider = "none"` and `insecure = true`.
     pub(crate) fn unverified_by_configuration() -> Self {
         Self {
@@ -121,6 +131,14 @@ pub trait Provider: Send + Sync + fmt::Debug {
 
     /// Checks the request's signature against every active secret.
     fn verify(&self, request: &InboundRequest<'_>, now: UnixMillis) -> Result<Verified, Rejection>;
+
+    /// Whether two requests with the same body are the same event when the
+    /// provider gives no id. True for most; false where identical bodies
+    /// are routine for distinct notifications (Dropbox's "something changed
+    /// for these accounts"), so those are never collapsed.
+    fn same_body_is_same_event(&self) -> bool {
+        true
+    }
 
     /// Extracts the event id, type and kind from a request that passed
     /// [`Provider::verify`]. Never fails: what cannot be found is `None`.

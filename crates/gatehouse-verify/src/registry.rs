@@ -1,6 +1,8 @@
 //! Builds a source's [`Provider`] from its config: the provider name, the
-//! active secrets, the tolerance and the `verify` options table. Errors name
-//! the config key at fault so the config loader can point at its line.
+//! active secrets, the tolerance and the `verify` options table, plus the
+//! state the HTTP layer shares with providers ([`BuildContext`]: PayPal's
+//! certificate cache). Errors name the config key at fault so the config
+//! loader can point at its line.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use gatehouse_core::Secret;
 
 use crate::providers;
+use crate::providers::paypal::CertificateCache;
 use crate::Provider;
 
 /// Provider-specific options, the `verify` table of a `[[sources]]` entry.
@@ -33,6 +36,16 @@ pub struct VerifyOptions {
     /// `none`: must be `true` to run a source with no verification.
     #[serde(default)]
     pub insecure: bool,
+    /// `square`: the notification URL exactly as registered with Square,
+    /// when it differs from the request's public URL (default).
+    pub notification_url: Option<String>,
+    /// `paypal`: the id PayPal gave the webhook subscription (required; it
+    /// is part of what PayPal signs).
+    pub webhook_id: Option<String>,
+    /// `paypal`: the hosts signer certificates may be fetched from (default
+    /// `["api.paypal.com", "api.sandbox.paypal.com"]`; `127.0.0.1` or
+    /// `localhost` allow plain http, for tests).
+    pub cert_hosts: Option<Vec<String>>,
 }
 
 /// Everything needed to build one source's provider.
@@ -46,6 +59,15 @@ pub struct ProviderSpec<'a> {
     pub tolerance: Option<Duration>,
     /// The `verify` options table.
     pub options: &'a VerifyOptions,
+}
+
+/// State shared between the HTTP layer and the providers it builds, passed
+/// to [`build_with`]. Cloning shares the same state.
+#[derive(Clone, Debug, Default)]
+pub struct BuildContext {
+    /// PayPal signer certificates, filled by the HTTP layer when a request
+    /// is refused with [`crate::Rejection::CertificateNeeded`].
+    pub certificates: CertificateCache,
 }
 
 /// A config problem, naming the key (relative to the source table) at fault.
@@ -70,11 +92,40 @@ impl BuildError {
 
 /// The provider names gatehouse knows, in the order the docs list them.
 pub fn provider_names() -> &'static [&'static str] {
-    &["stripe", "github", "standard-webhooks", "svix", "hmac", "token", "none"]
+    &[
+        "stripe",
+        "github",
+        "standard-webhooks",
+        "svix",
+        "twilio",
+        "slack",
+        "shopify",
+        "paypal",
+        "square",
+        "discord",
+        "zoom",
+        "gitlab",
+        "sendgrid",
+        "linear",
+        "intercom",
+        "mailgun",
+        "microsoft-graph",
+        "dropbox",
+        "hmac",
+        "token",
+        "none",
+    ]
 }
 
-/// Builds the provider for one source.
+/// Builds the provider for one source, with a fresh [`BuildContext`]: fine
+/// for validating config, but a PayPal source built this way has a
+/// certificate cache nobody else can fill. Serving code uses [`build_with`].
 pub fn build(spec: ProviderSpec<'_>) -> Result<Arc<dyn Provider>, BuildError> {
+    build_with(spec, &BuildContext::default())
+}
+
+/// Builds the provider for one source, sharing `context` with it.
+pub fn build_with(spec: ProviderSpec<'_>, context: &BuildContext) -> Result<Arc<dyn Provider>, BuildError> {
     match spec.provider {
         "stripe" => {
             require_secrets(&spec)?;
@@ -99,6 +150,98 @@ pub fn build(spec: ProviderSpec<'_>) -> Result<Arc<dyn Provider>, BuildError> {
                 spec.secrets,
                 tolerance,
             )?))
+        }
+        "twilio" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            Ok(Arc::new(providers::twilio::Twilio::new(spec.secrets)))
+        }
+        "slack" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            let tolerance = spec.tolerance.unwrap_or(providers::slack::DEFAULT_TOLERANCE);
+            Ok(Arc::new(providers::slack::Slack::new(spec.secrets, tolerance)))
+        }
+        "shopify" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            Ok(Arc::new(providers::shopify::Shopify::new(spec.secrets)))
+        }
+        // PayPal signs with its certificate's key: no secret is involved.
+        "paypal" => {
+            if !spec.secrets.is_empty() {
+                return Err(BuildError::new(
+                    "secrets",
+                    "provider \"paypal\" verifies with PayPal's signer certificate and uses no secret; \
+                     remove secrets and set verify.webhook_id",
+                ));
+            }
+            reject_options(&spec, &["webhook_id", "cert_hosts"])?;
+            let hosts = providers::paypal::cert_hosts_from_options(spec.options.cert_hosts.as_deref())?;
+            Ok(Arc::new(providers::paypal::PayPal::new(
+                spec.options.webhook_id.as_deref(),
+                hosts,
+                context.certificates.clone(),
+                spec.tolerance,
+            )?))
+        }
+        "square" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &["notification_url"])?;
+            Ok(Arc::new(providers::square::Square::new(
+                spec.secrets,
+                spec.options.notification_url.as_deref(),
+            )?))
+        }
+        "discord" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            let tolerance = spec.tolerance.unwrap_or(providers::discord::DEFAULT_TOLERANCE);
+            Ok(Arc::new(providers::discord::Discord::new(spec.secrets, tolerance)?))
+        }
+        "zoom" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            let tolerance = spec.tolerance.unwrap_or(providers::zoom::DEFAULT_TOLERANCE);
+            Ok(Arc::new(providers::zoom::Zoom::new(spec.secrets, tolerance)))
+        }
+        "gitlab" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            Ok(Arc::new(providers::gitlab::GitLab::new(spec.secrets)))
+        }
+        "sendgrid" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            let tolerance = spec.tolerance.unwrap_or(providers::sendgrid::DEFAULT_TOLERANCE);
+            Ok(Arc::new(providers::sendgrid::SendGrid::new(spec.secrets, tolerance)?))
+        }
+        "linear" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            let tolerance = spec.tolerance.unwrap_or(providers::linear::DEFAULT_TOLERANCE);
+            Ok(Arc::new(providers::linear::Linear::new(spec.secrets, tolerance)))
+        }
+        "intercom" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            Ok(Arc::new(providers::intercom::Intercom::new(spec.secrets)))
+        }
+        "mailgun" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            let tolerance = spec.tolerance.unwrap_or(providers::mailgun::DEFAULT_TOLERANCE);
+            Ok(Arc::new(providers::mailgun::Mailgun::new(spec.secrets, tolerance)))
+        }
+        "microsoft-graph" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            Ok(Arc::new(providers::microsoft_graph::MicrosoftGraph::new(spec.secrets)))
+        }
+        "dropbox" => {
+            require_secrets(&spec)?;
+            reject_options(&spec, &[])?;
+            Ok(Arc::new(providers::dropbox::Dropbox::new(spec.secrets)))
         }
         "hmac" => {
             require_secrets(&spec)?;
@@ -169,7 +312,7 @@ pub fn require_secrets(spec: &ProviderSpec<'_>) -> Result<(), BuildError> {
 /// Fails if the `verify` table sets a key this provider does not use.
 pub fn reject_options(spec: &ProviderSpec<'_>, allowed: &[&str]) -> Result<(), BuildError> {
     let o = spec.options;
-    let set: [(&str, bool); 7] = [
+    let set: [(&str, bool); 10] = [
         ("header", o.header.is_some()),
         ("algorithm", o.algorithm.is_some()),
         ("encoding", o.encoding.is_some()),
@@ -177,6 +320,9 @@ pub fn reject_options(spec: &ProviderSpec<'_>, allowed: &[&str]) -> Result<(), B
         ("timestamp_header", o.timestamp_header.is_some()),
         ("signed_content", o.signed_content.is_some()),
         ("insecure", o.insecure),
+        ("notification_url", o.notification_url.is_some()),
+        ("webhook_id", o.webhook_id.is_some()),
+        ("cert_hosts", o.cert_hosts.is_some()),
     ];
     for (key, is_set) in set {
         if is_set && !allowed.contains(&key) {
@@ -237,21 +383,42 @@ mod tests {
         );
     }
 
+    /// A secret each provider accepts: most take any bytes, the asymmetric
+    /// ones a public key, PayPal none.
+    fn suitable_secrets(name: &str) -> Vec<Secret> {
+        match name {
+            "discord" => vec![Secret::new(providers::discord::public_key_hex(&[1u8; 32]))],
+            "sendgrid" => vec![Secret::new(
+                "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==",
+            )],
+            "paypal" => vec![],
+            _ => vec![Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+        }
+    }
+
+    fn suitable_options(name: &str) -> VerifyOptions {
+        match name {
+            "none" => VerifyOptions {
+                insecure: true,
+                ..Default::default()
+            },
+            "hmac" => VerifyOptions {
+                header: Some("X-Signature".into()),
+                ..Default::default()
+            },
+            "paypal" => VerifyOptions {
+                webhook_id: Some("1JE4291016473214C".into()),
+                ..Default::default()
+            },
+            _ => VerifyOptions::default(),
+        }
+    }
+
     #[test]
     fn every_listed_provider_builds_with_suitable_config() {
-        let secrets = [Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")];
         for &name in provider_names() {
-            let options = match name {
-                "none" => VerifyOptions {
-                    insecure: true,
-                    ..Default::default()
-                },
-                "hmac" => VerifyOptions {
-                    header: Some("X-Signature".into()),
-                    ..Default::default()
-                },
-                _ => VerifyOptions::default(),
-            };
+            let secrets = suitable_secrets(name);
+            let options = suitable_options(name);
             let provider = build(spec(name, &secrets, &options)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let expected = if name == "svix" { "standard-webhooks" } else { name };
             assert_eq!(provider.name(), expected);
@@ -260,16 +427,11 @@ mod tests {
 
     #[test]
     fn providers_needing_secrets_refuse_none_and_empty_ones() {
-        let hmac = VerifyOptions {
-            header: Some("X-Signature".into()),
-            ..Default::default()
-        };
-        for name in ["github", "standard-webhooks", "svix", "hmac", "token"] {
-            let options = if name == "hmac" {
-                hmac.clone()
-            } else {
-                VerifyOptions::default()
-            };
+        for &name in provider_names() {
+            if matches!(name, "none" | "paypal") {
+                continue;
+            }
+            let options = suitable_options(name);
             assert_eq!(build(spec(name, &[], &options)).unwrap_err().key, "secrets", "{name}");
             let empty = [Secret::new("")];
             assert_eq!(
@@ -308,6 +470,131 @@ mod tests {
             ..Default::default()
         };
         assert!(build(spec("token", &secrets, &token_header)).is_ok());
+    }
+
+    #[test]
+    fn new_verify_options_are_errors_where_unused() {
+        let options = [
+            (
+                "notification_url",
+                VerifyOptions {
+                    notification_url: Some("https://example.test/in/square".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "webhook_id",
+                VerifyOptions {
+                    webhook_id: Some("1JE4291016473214C".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "cert_hosts",
+                VerifyOptions {
+                    cert_hosts: Some(vec!["api.paypal.com".into()]),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for &name in provider_names() {
+            let secrets = suitable_secrets(name);
+            for (key, option) in &options {
+                let used = matches!(
+                    (name, *key),
+                    ("square", "notification_url") | ("paypal", "webhook_id" | "cert_hosts")
+                );
+                let mut option = option.clone();
+                if name == "none" {
+                    option.insecure = true;
+                }
+                if name == "hmac" {
+                    option.header = Some("X-Signature".into());
+                }
+                if name == "paypal" && option.webhook_id.is_none() {
+                    option.webhook_id = Some("1JE4291016473214C".into());
+                }
+                let result = build(spec(name, &secrets, &option));
+                if used {
+                    assert!(result.is_ok(), "{name} {key}: {:?}", result.err());
+                } else {
+                    assert_eq!(
+                        result.err().map(|e| e.key),
+                        Some(format!("verify.{key}")),
+                        "{name} {key}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn paypal_needs_a_webhook_id_and_no_secret() {
+        assert_eq!(
+            build(spec("paypal", &[], &VerifyOptions::default())).unwrap_err().key,
+            "verify.webhook_id"
+        );
+        let secrets = [Secret::new("client-secret")];
+        assert_eq!(
+            build(spec("paypal", &secrets, &suitable_options("paypal")))
+                .unwrap_err()
+                .key,
+            "secrets"
+        );
+        let bad_hosts = VerifyOptions {
+            cert_hosts: Some(vec!["https://api.paypal.com/".into()]),
+            ..suitable_options("paypal")
+        };
+        assert_eq!(
+            build(spec("paypal", &[], &bad_hosts)).unwrap_err().key,
+            "verify.cert_hosts"
+        );
+    }
+
+    #[test]
+    fn paypal_shares_the_context_certificate_cache() {
+        use crate::test_support::{headers, post};
+        let context = BuildContext::default();
+        let provider = build_with(spec("paypal", &[], &suitable_options("paypal")), &context).unwrap();
+        let url = "https://api.paypal.com/v1/notifications/certs/CERT-1";
+        let headers = headers(&[
+            ("paypal-transmission-id", "id-1"),
+            ("paypal-transmission-time", "2016-02-18T20:01:35Z"),
+            ("paypal-transmission-sig", "AAAA"),
+            ("paypal-cert-url", url),
+            ("paypal-auth-algo", "SHA256withRSA"),
+        ]);
+        let now = gatehouse_core::UnixMillis::from_secs(1_700_000_000);
+        let request = post(&headers, b"{}");
+        assert_eq!(
+            provider.verify(&request, now),
+            Err(crate::Rejection::CertificateNeeded { url: url.into() })
+        );
+        let pem = include_str!("../tests/data/paypal-signer.cert.pem");
+        context.certificates.insert_pem(url, pem.as_bytes(), now).unwrap();
+        // Now cached: the (bogus) signature itself is judged.
+        assert_eq!(
+            provider.verify(&request, now),
+            Err(crate::Rejection::NoMatchingSignature)
+        );
+    }
+
+    #[test]
+    fn key_material_errors_surface_from_build() {
+        let not_a_key = [Secret::new("hunter2-not-a-key")];
+        for name in ["discord", "sendgrid"] {
+            let err = build(spec(name, &not_a_key, &VerifyOptions::default())).unwrap_err();
+            assert_eq!(err.key, "secrets", "{name}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let relative = VerifyOptions {
+            notification_url: Some("/in/square".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            build(spec("square", &[Secret::new("k")], &relative)).unwrap_err().key,
+            "verify.notification_url"
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use std::borrow::Cow;
 
-/// A verification failure. The HTTP layer answers 401 for all of them.
+/// A verification failure. The HTTP layer answers 401 for all of them but
+/// [`Rejection::CertificateNeeded`], which asks it to fetch a certificate
+/// and verify again.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     /// A header the scheme needs is absent.
@@ -43,6 +45,22 @@ pub enum Rejection {
     /// The request is not one this source accepts (e.g. a GET where only POST is signed).
     #[error("request not accepted by this provider: {0}")]
     NotAccepted(&'static str),
+    /// The request names a signer certificate (PayPal's `PAYPAL-CERT-URL`)
+    /// on an allow-listed host that is not in the source's certificate cache
+    /// yet, or whose cached copy has expired. Nothing was verified.
+    ///
+    /// The contract with the HTTP layer: fetch `url` (it passed the source's
+    /// allow-list: https, or http only for a loopback host), with a timeout
+    /// and a size limit, hand the PEM to
+    /// [`CertificateCache::insert_pem`](crate::providers::paypal::CertificateCache::insert_pem)
+    /// under exactly this `url`, then call `verify` again. If the fetch or
+    /// the insert fails, refuse the request (PayPal retries it later). The
+    /// verifier itself never does I/O.
+    #[error("signer certificate {url} is not cached yet")]
+    CertificateNeeded {
+        /// The certificate URL to fetch, verbatim from the request.
+        url: String,
+    },
 }
 
 impl Rejection {
@@ -56,6 +74,7 @@ impl Rejection {
             Rejection::NoMatchingSignature => "no_matching_signature",
             Rejection::MalformedBody(_) => "malformed_body",
             Rejection::NotAccepted(_) => "not_accepted",
+            Rejection::CertificateNeeded { .. } => "certificate_needed",
         }
     }
 }

@@ -110,19 +110,114 @@ pub fn parse_unix_secs(header: &'static str, value: &str) -> Result<i64, Rejecti
 /// Used for identification only, after verification; a body that is not a
 /// JSON object yields `(None, None)`.
 pub fn json_id_and_type(body: &[u8], id_field: &str, type_field: &str) -> (Option<String>, Option<String>) {
-    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
-        Ok(mut object) => {
-            let take = |object: &mut serde_json::Map<String, serde_json::Value>, key: &str| match object.remove(key) {
-                Some(serde_json::Value::String(s)) => Some(s),
-                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            };
-            let id = take(&mut object, id_field);
-            let event_type = take(&mut object, type_field);
-            (id, event_type)
-        }
-        Err(_) => (None, None),
+    let seed = TopLevelFields { id_field, type_field };
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    // Every other field is skipped without being built into a value: this
+    // runs on every accepted request.
+    serde::de::DeserializeSeed::deserialize(seed, &mut deserializer).unwrap_or((None, None))
+}
+
+/// Picks two top-level fields out of a JSON object.
+struct TopLevelFields<'a> {
+    id_field: &'a str,
+    type_field: &'a str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TopLevelFields<'_> {
+    type Value = (Option<String>, Option<String>);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
     }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopLevelFields<'_> {
+    type Value = (Option<String>, Option<String>);
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut id, mut event_type) = (None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.id_field && id.is_none() {
+                id = map.next_value::<Scalar>()?.0;
+            } else if key == self.type_field && event_type.is_none() {
+                event_type = map.next_value::<Scalar>()?.0;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok((id, event_type))
+    }
+}
+
+/// A JSON string or number as text; any other value as `None`.
+struct Scalar(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match <serde_json::Value as serde::Deserialize>::deserialize(deserializer)? {
+            serde_json::Value::String(s) => Ok(Scalar(Some(s))),
+            serde_json::Value::Number(n) => Ok(Scalar(Some(n.to_string()))),
+            _ => Ok(Scalar(None)),
+        }
+    }
+}
+
+/// The index of the first key whose MAC over what `feed` writes equals
+/// `expected`, each comparison in constant time. `feed` writes the signed
+/// content into a fresh clone of each prepared key.
+pub fn first_matching_key<M: Mac + Clone>(keys: &[M], expected: &[u8], feed: impl Fn(&mut M)) -> Option<usize> {
+    keys.iter().position(|key| {
+        let mut mac = key.clone();
+        feed(&mut mac);
+        constant_time_eq(&mac.finalize().into_bytes(), expected)
+    })
+}
+
+/// Checks a signed unix timestamp in milliseconds (Linear's
+/// `webhookTimestamp`) against `now` and a tolerance, in both directions.
+/// Rejections report whole seconds, rounded up so that a request just past
+/// the tolerance never reads as inside it.
+pub fn check_timestamp_millis(timestamp_ms: i64, now: UnixMillis, tolerance: Duration) -> Result<(), Rejection> {
+    let tolerance_ms = i64::try_from(tolerance.as_millis()).unwrap_or(i64::MAX);
+    let tolerance_secs = tolerance.as_secs() as i64;
+    let age_ms = now.0.saturating_sub(timestamp_ms);
+    let whole_secs = |ms: i64| ms.saturating_add(999) / 1000;
+    if age_ms > tolerance_ms {
+        return Err(Rejection::TimestampTooOld {
+            age_secs: whole_secs(age_ms),
+            tolerance_secs,
+        });
+    }
+    if age_ms.saturating_neg() > tolerance_ms {
+        return Err(Rejection::TimestampInFuture {
+            ahead_secs: whole_secs(age_ms.saturating_neg()),
+            tolerance_secs,
+        });
+    }
+    Ok(())
+}
+
+/// Whether a `Content-Type` value is `application/x-www-form-urlencoded`,
+/// whatever its parameters (`; charset=utf-8`).
+pub fn is_form_urlencoded(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+}
+
+/// The value of query parameter `name` in `url`, percent-decoded, when the
+/// URL has a query and the parameter appears in it (the first occurrence).
+pub fn query_param<'a>(url: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    let query = url.split_once('?')?.1;
+    // A fragment is never sent by a client, but a configured URL may carry one.
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value)
 }
 
 #[cfg(test)]
@@ -149,6 +244,46 @@ mod tests {
                 tolerance_secs: 300
             })
         );
+    }
+
+    #[test]
+    fn millisecond_timestamps_are_checked_both_ways() {
+        let now = UnixMillis(1_700_000_000_000);
+        let minute = Duration::from_secs(60);
+        assert!(check_timestamp_millis(1_700_000_000_000 - 60_000, now, minute).is_ok());
+        assert!(check_timestamp_millis(1_700_000_000_000 + 60_000, now, minute).is_ok());
+        assert_eq!(
+            check_timestamp_millis(1_700_000_000_000 - 60_001, now, minute),
+            Err(Rejection::TimestampTooOld {
+                age_secs: 61,
+                tolerance_secs: 60
+            })
+        );
+        assert_eq!(
+            check_timestamp_millis(1_700_000_000_000 + 60_001, now, minute),
+            Err(Rejection::TimestampInFuture {
+                ahead_secs: 61,
+                tolerance_secs: 60
+            })
+        );
+        assert!(check_timestamp_millis(i64::MIN, now, minute).is_err());
+        assert!(check_timestamp_millis(i64::MAX, now, minute).is_err());
+    }
+
+    #[test]
+    fn form_content_types_and_query_params() {
+        assert!(is_form_urlencoded(Some("application/x-www-form-urlencoded")));
+        assert!(is_form_urlencoded(Some(
+            "Application/X-WWW-Form-Urlencoded; charset=utf-8"
+        )));
+        assert!(!is_form_urlencoded(Some("application/json")));
+        assert!(!is_form_urlencoded(None));
+        assert_eq!(
+            query_param("https://x.test/p?a=1&token=a%20b+c&token=2", "token").as_deref(),
+            Some("a b c")
+        );
+        assert_eq!(query_param("https://x.test/p?a=1#token=2", "token"), None);
+        assert_eq!(query_param("https://x.test/p", "a"), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod send;
 
 use anyhow::Result;
 use clap::Parser;

@@ -10,7 +10,8 @@ mod demo;
 mod error;
 mod locate;
 mod secrets;
-mod units;
+
+use gatehouse_core::units;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,8 +23,10 @@ use gatehouse_verify::VerifyOptions;
 
 pub use demo::{demo_config, DemoConfig};
 pub use error::ConfigError;
+pub use gatehouse_core::units::ByteSize;
+pub use gatehouse_deliver::config::{DeliveryConfig, DestinationConfig, RetryConfig, RouteConfig};
+pub use gatehouse_deliver::ResolvedDestination;
 pub use locate::KeyPath;
-pub use units::ByteSize;
 
 /// The whole file.
 #[derive(Clone, Debug, Deserialize)]
@@ -38,6 +41,15 @@ pub struct ConfigFile {
     /// Inbound endpoints, one per `[[sources]]` table.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Where events go, one per `[[destinations]]` table.
+    #[serde(default)]
+    pub destinations: Vec<DestinationConfig>,
+    /// Source → destination joins, one per `[[routes]]` table.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The delivery workers.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
 }
 
 /// `[server]`.
@@ -51,6 +63,11 @@ pub struct ServerConfig {
     /// port, no trailing slash); Twilio and Square sign it. Defaults to
     /// `http://` + the request's `Host` header.
     pub public_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For`, `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` are believed (addresses or CIDR ranges, e.g.
+    /// `"10.0.0.0/8"`). From anyone else those headers are ignored.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Largest accepted body, e.g. `"1MiB"` (default) or a number of bytes.
     #[serde(default = "default_body_limit")]
     pub body_limit: ByteSize,
@@ -67,6 +84,7 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             public_url: None,
+            trusted_proxies: Vec::new(),
             body_limit: default_body_limit(),
             commit_timeout: default_commit_timeout(),
             max_batch: default_max_batch(),
@@ -180,6 +198,9 @@ pub struct Config {
     pub file: ConfigFile,
     /// Each source's resolved secrets, in the order of `file.sources`.
     pub secrets: Vec<Vec<Secret>>,
+    /// Each destination with its secret and header values resolved, in the
+    /// order of `file.destinations`.
+    pub destinations: Vec<ResolvedDestination>,
 }
 
 impl Config {
@@ -197,16 +218,19 @@ impl Config {
         let mut file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::from_toml(origin, text, &e))?;
         apply_environment(&mut file);
         let base_dir = origin.parent().unwrap_or(Path::new("."));
-        let secrets = validate(&file, base_dir).map_err(|(key, message)| ConfigError::Invalid {
+        let invalid = |(key, message): (KeyPath, String)| ConfigError::Invalid {
             file: origin.to_path_buf(),
             line: locate::line_of(text, &key),
             key,
             message,
-        })?;
+        };
+        let secrets = validate(&file, base_dir).map_err(invalid)?;
+        let destinations = validate_delivery(&file, base_dir).map_err(invalid)?;
         Ok(Self {
             origin: origin.to_path_buf(),
             file,
             secrets,
+            destinations,
         })
     }
 }
@@ -244,6 +268,10 @@ fn validate(file: &ConfigFile, base_dir: &Path) -> Result<Vec<Vec<Secret>>, (Key
                 format!("{url:?} must start with http:// or https:// and not end with /"),
             ));
         }
+    }
+    for (index, proxy) in file.server.trusted_proxies.iter().enumerate() {
+        crate::ingest::proxy::parse_network(proxy)
+            .map_err(|message| (K::root("server").key("trusted_proxies").index(index), message))?;
     }
     if file.server.max_batch == 0 {
         return Err((K::root("server").key("max_batch"), "must be at least 1".into()));
@@ -324,4 +352,238 @@ fn validate(file: &ConfigFile, base_dir: &Path) -> Result<Vec<Vec<Secret>>, (Key
         resolved.push(secrets);
     }
     Ok(resolved)
+}
+
+/// Checks destinations, routes and `[delivery]`: names unique, references
+/// that exist, URLs, commands, jq programs, retry schedules, and a lease
+/// longer than every timeout. Returns the destinations with their secret
+/// and header values resolved.
+fn validate_delivery(file: &ConfigFile, base_dir: &Path) -> Result<Vec<ResolvedDestination>, (KeyPath, String)> {
+    use locate::KeyPath as K;
+    let mut resolved = Vec::with_capacity(file.destinations.len());
+    let mut names = std::collections::HashSet::new();
+    for (index, destination) in file.destinations.iter().enumerate() {
+        let at = |key: &str| K::root("destinations").index(index).join_dotted(key);
+        destination.check().map_err(|issue| (at(&issue.key), issue.message))?;
+        if !names.insert(destination.name.as_str()) {
+            return Err((
+                at("name"),
+                format!("destination {:?} is defined twice", destination.name),
+            ));
+        }
+        let secret = destination
+            .secret
+            .as_deref()
+            .map(|reference| secrets::resolve(reference, base_dir).map_err(|message| (at("secret"), message)))
+            .transpose()?;
+        let headers = destination
+            .headers
+            .iter()
+            .map(|(name, reference)| {
+                secrets::resolve(reference, base_dir)
+                    .map(|value| (name.clone(), value))
+                    .map_err(|message| (at("headers").key(name), message))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let destination = ResolvedDestination {
+            config: destination.clone(),
+            secret,
+            headers,
+        };
+        destination.check().map_err(|issue| (at(&issue.key), issue.message))?;
+        resolved.push(destination);
+    }
+
+    let sources: std::collections::HashSet<&str> = file.sources.iter().map(|s| s.name.as_str()).collect();
+    let mut routes = std::collections::HashSet::new();
+    for (index, route) in file.routes.iter().enumerate() {
+        let at = |key: &str| K::root("routes").index(index).join_dotted(key);
+        route.check().map_err(|issue| (at(&issue.key), issue.message))?;
+        if !routes.insert(route.name.as_str()) {
+            return Err((at("name"), format!("route {:?} is defined twice", route.name)));
+        }
+        if !sources.contains(route.source.as_str()) {
+            return Err((
+                at("source"),
+                format!(
+                    "no source is named {:?} (define it in a [[sources]] table)",
+                    route.source
+                ),
+            ));
+        }
+        if !names.contains(route.destination.as_str()) {
+            return Err((
+                at("destination"),
+                format!(
+                    "no destination is named {:?} (define it in a [[destinations]] table)",
+                    route.destination
+                ),
+            ));
+        }
+    }
+
+    let delivery = &file.delivery;
+    if delivery.workers == 0 {
+        return Err((K::root("delivery").key("workers"), "must be at least 1".into()));
+    }
+    if delivery.poll_interval.is_zero() {
+        return Err((
+            K::root("delivery").key("poll_interval"),
+            "must be longer than zero".into(),
+        ));
+    }
+    let slowest = file
+        .destinations
+        .iter()
+        .map(|d| {
+            (
+                d.timeout.unwrap_or(gatehouse_deliver::destination::DEFAULT_TIMEOUT),
+                &d.name,
+            )
+        })
+        .max();
+    if let Some((timeout, name)) = slowest {
+        if delivery.lease <= timeout {
+            return Err((
+                K::root("delivery").key("lease"),
+                format!(
+                    "the lease ({}) must be longer than the longest destination timeout ({} on {name:?}), \
+                     or a delivery could be claimed again while its attempt is still running",
+                    humantime::format_duration(delivery.lease),
+                    humantime::format_duration(timeout)
+                ),
+            ));
+        }
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[storage]
+url = "sqlite://test.db"
+
+[[sources]]
+name = "stripe"
+provider = "stripe"
+secrets = ["whsec_test"]
+
+[[destinations]]
+name = "orders"
+type = "http"
+url = "https://orders.internal/webhooks"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+headers = { authorization = "env:GATEHOUSE_TEST_ORDERS_TOKEN" }
+
+[[destinations]]
+name = "script"
+type = "exec"
+command = ["/usr/local/bin/on-event", "--quiet"]
+timeout = "10s"
+
+[[routes]]
+name = "stripe-to-orders"
+source = "stripe"
+destination = "orders"
+events = ["payment_intent.*"]
+filter = '.data.object.amount > 100'
+transform = '{id: .id, amount: .data.object.amount}'
+retry = { max_attempts = 5, base = "30s", cap = "1h" }
+
+[[routes]]
+name = "stripe-to-script"
+source = "stripe"
+destination = "script"
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        std::env::set_var("GATEHOUSE_TEST_ORDERS_TOKEN", "Bearer t0ken");
+        Config::from_text(Path::new("/etc/gatehouse/gatehouse.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        match load(text) {
+            Ok(_) => panic!("expected an error"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn destinations_and_routes_load_with_secrets_resolved() {
+        let config = load(BASE).expect("valid");
+        assert_eq!(config.destinations.len(), 2);
+        let orders = &config.destinations[0];
+        assert_eq!(orders.headers[0].1.expose(), b"Bearer t0ken");
+        assert!(orders.secret.is_some());
+        assert!(!format!("{config:?}").contains("t0ken"), "secrets never print");
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_key() {
+        let text = BASE.replace(
+            "filter = '.data.object.amount > 100'",
+            "filter = '.data.object.amount >'",
+        );
+        let message = error(&text);
+        assert!(
+            message.starts_with("/etc/gatehouse/gatehouse.toml:28: routes[0].filter: syntax error"),
+            "{message}"
+        );
+
+        let text = BASE.replace("destination = \"script\"", "destination = \"scripts\"");
+        let message = error(&text);
+        assert!(
+            message.contains("routes[1].destination: no destination is named \"scripts\""),
+            "{message}"
+        );
+
+        let text = BASE.replace(
+            "source = \"stripe\"\ndestination = \"script\"",
+            "source = \"github\"\ndestination = \"script\"",
+        );
+        assert!(error(&text).contains("routes[1].source: no source is named \"github\""));
+
+        let text =
+            format!("{BASE}\n[[routes]]\nname = \"stripe-to-script\"\nsource = \"stripe\"\ndestination = \"script\"\n");
+        assert!(error(&text).contains("routes[2].name: route \"stripe-to-script\" is defined twice"));
+
+        let text = BASE.replace(
+            "url = \"https://orders.internal/webhooks\"",
+            "url = \"orders.internal\"",
+        );
+        assert!(error(&text).contains("destinations[0].url:"));
+
+        let text = BASE.replace("command = [\"/usr/local/bin/on-event\", \"--quiet\"]", "command = []");
+        assert!(error(&text).contains("destinations[1].command:"));
+
+        let text = BASE.replace("type = \"exec\"", "type = \"queue\"");
+        assert!(error(&text).contains("destinations[1].type: unknown destination type \"queue\""));
+
+        let text = BASE.replace(
+            "secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+            "secret = \"whsec_!!\"",
+        );
+        let message = error(&text);
+        assert!(message.contains(":14: destinations[0].secret:"), "{message}");
+        assert!(!message.contains("!!"), "{message}");
+
+        let text = BASE.replace("env:GATEHOUSE_TEST_ORDERS_TOKEN", "env:GATEHOUSE_TEST_UNSET_TOKEN");
+        assert!(error(&text).contains(
+            "destinations[0].headers.authorization: environment variable GATEHOUSE_TEST_UNSET_TOKEN is not set"
+        ));
+
+        let text = BASE.replace("cap = \"1h\"", "cap = \"1s\"");
+        assert!(error(&text).contains("routes[0].retry.cap:"));
+
+        let text = format!("{BASE}\n[delivery]\nlease = \"10s\"\n");
+        let message = error(&text);
+        assert!(
+            message.contains("delivery.lease: the lease (10s) must be longer"),
+            "{message}"
+        );
+        assert!(message.contains("30s on \"orders\""), "{message}");
+    }
 }

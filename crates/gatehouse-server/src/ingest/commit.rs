@@ -75,6 +75,18 @@ async fn dispatch(
         if receiver.recv_many(&mut buffer, max_batch).await == 0 {
             break;
         }
+        if buffer.len() < max_batch {
+            // Handlers that are mid-flight on other workers are about to
+            // queue their events; one yield lets them join this batch
+            // instead of paying for a commit of their own.
+            tokio::task::yield_now().await;
+            while buffer.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(item) => buffer.push(item),
+                    Err(_) => break,
+                }
+            }
+        }
         let batch = std::mem::replace(&mut buffer, Vec::with_capacity(max_batch));
         let store = store.clone();
         tokio::spawn(async move {

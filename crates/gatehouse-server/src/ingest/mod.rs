@@ -2,8 +2,10 @@
 //! handshakes, verify, identify, commit (group commit), then answer. Nothing
 //! is acknowledged before its transaction has committed.
 
+pub mod certificates;
 pub mod commit;
 pub mod failures;
+pub mod proxy;
 pub mod source;
 
 use std::collections::HashMap;
@@ -21,9 +23,10 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use gatehouse_core::{Disposition, EventId, Header, NewEvent, UnixMillis, VerificationFailure};
 use gatehouse_store::IngestOutcome;
-use gatehouse_verify::{HandshakeReply, InboundRequest, Kind};
+use gatehouse_verify::{HandshakeReply, InboundRequest, Kind, Rejection};
 
 use crate::telemetry::{IngestEvent, Metrics};
+use certificates::CertificateFetcher;
 use commit::{CommitError, Committer};
 use failures::FailureRecorder;
 use source::Source;
@@ -41,6 +44,10 @@ pub struct IngestState {
     pub metrics: Arc<Metrics>,
     /// `server.public_url`, for providers that sign the URL.
     pub public_url: Option<Arc<str>>,
+    /// Proxies whose forwarding headers are believed.
+    pub proxies: Arc<proxy::TrustedProxies>,
+    /// Fetches signer certificates verifiers ask for.
+    pub certificates: CertificateFetcher,
 }
 
 /// The `/in/{source}` routes.
@@ -75,7 +82,10 @@ async fn receive(
             return response;
         }
     };
-    let url = public_url(state.public_url.as_deref(), &parts.headers, &parts.uri);
+    let url = state
+        .proxies
+        .public_url(state.public_url.as_deref(), peer.ip(), &parts.headers, &parts.uri);
+    let remote = state.proxies.client_address(peer.ip(), &parts.headers).to_string();
     let inbound = InboundRequest {
         method: &parts.method,
         url: &url,
@@ -97,10 +107,28 @@ async fn receive(
         return response;
     }
     let received_at = UnixMillis::now();
-    let verified = match source.provider.verify(&inbound, received_at) {
+    let mut verdict = source.provider.verify(&inbound, received_at);
+    if let Err(Rejection::CertificateNeeded { url }) = &verdict {
+        // The verifier allow-listed the URL; fetch it once, then verify again.
+        if let Err(problem) = state.certificates.fetch_into(&source.certificates, url).await {
+            tracing::warn!(source = %source.name, %problem, "Signer certificate unavailable; answering 503.");
+            state.failures.record(VerificationFailure {
+                source: source.name.to_string(),
+                reason: "certificate_unavailable".into(),
+                remote_addr: Some(remote.clone()),
+                at: received_at,
+            });
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "certificate_unavailable",
+                "the signer certificate could not be fetched; retry later",
+            );
+        }
+        verdict = source.provider.verify(&inbound, received_at);
+    }
+    let verified = match verdict {
         Ok(verified) => verified,
         Err(rejection) => {
-            let remote = peer.ip().to_string();
             state.metrics.emit(
                 &source.name,
                 IngestEvent::Rejected {
@@ -121,15 +149,17 @@ async fn receive(
     };
 
     let identity = source.provider.identify(&inbound);
-    let resolved = source.resolve(&inbound, &identity);
+    let id = EventId::new();
+    let resolved = source.resolve(&inbound, &identity, id);
     let (disposition, handshake) = match identity.kind {
         Kind::Event if source.subscribes_to(resolved.event_type.as_deref()) => (Disposition::Accepted, None),
         Kind::Event => (Disposition::Ignored, None),
         Kind::Ping => (Disposition::Ping, None),
         Kind::Handshake(reply) => (Disposition::Ping, Some(reply)),
     };
+    let resolved_type = resolved.event_type.clone();
     let event = NewEvent {
-        id: EventId::new(),
+        id,
         source: source.name.clone(),
         received_at,
         dedup_key: resolved.dedup_key,
@@ -139,9 +169,12 @@ async fn receive(
         headers: headers_of(&parts.headers),
         body,
         verification: verified.to_string(),
-        remote_addr: Some(peer.ip().to_string()),
+        remote_addr: Some(remote.clone()),
+        deliveries: match disposition {
+            Disposition::Accepted => source.deliveries_for(resolved_type.as_deref()),
+            Disposition::Ignored | Disposition::Ping => Vec::new(),
+        },
     };
-    let id = event.id;
     match state.committer.commit(event).await {
         Ok(outcome) => {
             let (status, answered_id) = match outcome {
@@ -210,22 +243,6 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
             "body_unreadable",
             "the request body could not be read",
         )),
-    }
-}
-
-/// The URL the provider requested: the configured public URL (behind a
-/// proxy) or `http://` + `Host`, then the path and query verbatim.
-fn public_url(configured: Option<&str>, headers: &HeaderMap, uri: &axum::http::Uri) -> String {
-    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    match configured {
-        Some(base) => format!("{base}{path_and_query}"),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
-            format!("http://{host}{path_and_query}")
-        }
     }
 }
 

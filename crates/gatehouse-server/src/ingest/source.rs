@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use gatehouse_deliver::route::EventTypes;
 use sha2::{Digest, Sha256};
 
-use gatehouse_core::Secret;
+use gatehouse_core::{EventId, NewDelivery, Secret};
+use gatehouse_verify::providers::paypal::CertificateCache;
 use gatehouse_verify::{Identity, InboundRequest, Provider};
 
-use crate::config::{FieldSource, SourceConfig};
+use crate::config::{FieldSource, RouteConfig, SourceConfig};
 
 /// One inbound endpoint, ready to serve.
 #[derive(Debug)]
@@ -20,7 +21,10 @@ pub struct Source {
     pub provider: Arc<dyn Provider>,
     /// Largest accepted body in bytes.
     pub body_limit: usize,
-    subscription: Option<GlobSet>,
+    /// Signer certificates this source's verifier has asked for (PayPal).
+    pub certificates: CertificateCache,
+    subscription: EventTypes,
+    routes: Vec<(Arc<str>, EventTypes)>,
     dedup: Option<FieldSource>,
     event_type: Option<FieldSource>,
 }
@@ -37,31 +41,38 @@ pub struct Resolved {
 }
 
 impl Source {
-    /// Builds a source from validated config. Errors are config errors that
-    /// validation should already have caught.
-    pub fn build(config: &SourceConfig, secrets: &[Secret], default_body_limit: u64) -> Result<Self, String> {
-        let provider = gatehouse_verify::build(gatehouse_verify::ProviderSpec {
-            provider: &config.provider,
-            secrets,
-            tolerance: config.tolerance,
-            options: &config.verify,
-        })
+    /// Builds a source, with the routes that take its events, from validated
+    /// config. Errors are config errors validation should have caught.
+    pub fn build(
+        config: &SourceConfig,
+        secrets: &[Secret],
+        default_body_limit: u64,
+        routes: &[&RouteConfig],
+    ) -> Result<Self, String> {
+        let context = gatehouse_verify::BuildContext::default();
+        let provider = gatehouse_verify::build_with(
+            gatehouse_verify::ProviderSpec {
+                provider: &config.provider,
+                secrets,
+                tolerance: config.tolerance,
+                options: &config.verify,
+            },
+            &context,
+        )
         .map_err(|e| e.to_string())?;
-        let subscription = if config.events.iter().any(|p| p == "*") {
-            None
-        } else {
-            let mut builder = GlobSetBuilder::new();
-            for pattern in &config.events {
-                builder.add(Glob::new(pattern).map_err(|e| e.to_string())?);
-            }
-            Some(builder.build().map_err(|e| e.to_string())?)
-        };
+        let subscription = EventTypes::new(&config.events)?;
+        let routes = routes
+            .iter()
+            .map(|route| Ok((Arc::from(route.name.as_str()), EventTypes::new(&route.events)?)))
+            .collect::<Result<Vec<_>, String>>()?;
         let body_limit = config.body_limit.map(|b| b.0).unwrap_or(default_body_limit);
         Ok(Self {
             name: Arc::from(config.name.as_str()),
             provider,
             body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
+            certificates: context.certificates,
             subscription,
+            routes,
             dedup: config.dedup.clone(),
             event_type: config.event_type.clone(),
         })
@@ -70,16 +81,22 @@ impl Source {
     /// Whether this source subscribes to `event_type`. Events without a type
     /// are only subscribed to by sources that take every type.
     pub fn subscribes_to(&self, event_type: Option<&str>) -> bool {
-        match (&self.subscription, event_type) {
-            (None, _) => true,
-            (Some(globs), Some(event_type)) => globs.is_match(event_type),
-            (Some(_), None) => false,
-        }
+        self.subscription.matches(event_type)
+    }
+
+    /// One pending delivery per route that subscribes to `event_type`.
+    pub fn deliveries_for(&self, event_type: Option<&str>) -> Vec<NewDelivery> {
+        self.routes
+            .iter()
+            .filter(|(_, events)| events.matches(event_type))
+            .map(|(name, _)| NewDelivery::pending(name.clone()))
+            .collect()
     }
 
     /// Applies the source's overrides to what the provider found, and falls
-    /// back to the SHA-256 of the raw body when nothing identifies the event.
-    pub fn resolve(&self, request: &InboundRequest<'_>, identity: &Identity) -> Resolved {
+    /// back to the SHA-256 of the raw body when nothing identifies the event
+    /// (or to the new event's own id where equal bodies are distinct events).
+    pub fn resolve(&self, request: &InboundRequest<'_>, identity: &Identity, id: EventId) -> Resolved {
         let event_type = match &self.event_type {
             Some(field) => extract(field, request),
             None => identity.event_type.clone(),
@@ -90,7 +107,13 @@ impl Source {
             Some(field) => extract(field, request),
             None => provider_event_id.clone(),
         }
-        .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(request.body))));
+        .unwrap_or_else(|| {
+            if self.provider.same_body_is_same_event() {
+                format!("sha256:{}", hex::encode(Sha256::digest(request.body)))
+            } else {
+                format!("unique:{id}")
+            }
+        });
         // Keys and types come from signed but sender-chosen text: bound them
         // so one odd event cannot exceed an index's row size and fail a
         // whole batch. A long key is replaced by its hash, which stays unique.
@@ -159,7 +182,7 @@ mod tests {
                 ..Default::default()
             },
         };
-        Source::build(&config, &[], 1024).unwrap()
+        Source::build(&config, &[], 1024, &[]).unwrap()
     }
 
     fn resolve(source: &Source, headers: &http::HeaderMap, body: &[u8]) -> Resolved {
@@ -169,7 +192,7 @@ mod tests {
             headers,
             body,
         };
-        source.resolve(&request, &source.provider.identify(&request))
+        source.resolve(&request, &source.provider.identify(&request), EventId::new())
     }
 
     #[test]
@@ -204,6 +227,29 @@ mod tests {
             &["*"],
         );
         assert_eq!(resolve(&by_header, &with_header, br#"{"id":"a"}"#).dedup_key, "req-9");
+    }
+
+    #[test]
+    fn equal_dropbox_bodies_are_distinct_events() {
+        let mut config = SourceConfig {
+            name: "dropbox".into(),
+            provider: "dropbox".into(),
+            secrets: vec![],
+            tolerance: None,
+            events: vec!["*".into()],
+            body_limit: None,
+            dedup: None,
+            event_type: None,
+            verify: VerifyOptions::default(),
+        };
+        config.secrets = vec!["app-secret".into()];
+        let dropbox = Source::build(&config, &[Secret::new("app-secret")], 1024, &[]).unwrap();
+        let headers = http::HeaderMap::new();
+        let body = br#"{"list_folder":{"accounts":["dbid:1"]}}"#;
+        let first = resolve(&dropbox, &headers, body).dedup_key;
+        let second = resolve(&dropbox, &headers, body).dedup_key;
+        assert!(first.starts_with("unique:evt_"), "{first}");
+        assert_ne!(first, second);
     }
 
     #[test]

@@ -134,11 +134,26 @@ impl HmacConfig {
                 "must include {timestamp} when verify.timestamp_header is set, e.g. \"{timestamp}.{body}\"",
             ));
         }
+        if timestamp_header.as_ref() == Some(&header) {
+            return Err(BuildError::new(
+                "verify.timestamp_header",
+                "must name a different header than verify.header",
+            ));
+        }
+        let prefix = options.prefix.clone().unwrap_or_default();
+        // Header values are visible ASCII; a prefix with anything else could
+        // never match, so the source would refuse every request.
+        if !prefix.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            return Err(BuildError::new(
+                "verify.prefix",
+                format!("{prefix:?} can never appear in a header (expected visible ASCII, e.g. \"sha256=\")"),
+            ));
+        }
         Ok(Self {
             header,
             algorithm,
             encoding,
-            prefix: options.prefix.clone().unwrap_or_default(),
+            prefix,
             timestamp_header,
             template,
             tolerance: tolerance.unwrap_or(DEFAULT_TOLERANCE),
@@ -612,6 +627,19 @@ mod tests {
         assert_eq!(
             build_error(&[("header", "x"), ("encoding", "base32")]).key,
             "verify.encoding"
+        );
+        assert_eq!(
+            build_error(&[("header", "x"), ("prefix", "sha\u{7f}=")]).key,
+            "verify.prefix"
+        );
+        assert_eq!(
+            build_error(&[
+                ("header", "X-Sig"),
+                ("timestamp_header", "x-sig"),
+                ("signed_content", "{timestamp}{body}")
+            ])
+            .key,
+            "verify.timestamp_header"
         );
         assert_eq!(
             build_error(&[

@@ -53,19 +53,26 @@ impl Token {
 
 /// Tokens are compared through their SHA-256 digests: equal-length values
 /// compare in constant time, so neither the token's contents nor its length
-/// leak through timing.
-fn digest(token: &[u8]) -> [u8; 32] {
+/// leak through timing. Shared with the other providers that compare a
+/// presented value with configured ones (GitLab, Microsoft Graph).
+pub(crate) fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
+}
+
+/// The index of the configured token (given by its [`digest`]) that
+/// `presented` equals, compared in constant time.
+pub(crate) fn matching_token(presented: &[u8], digests: &[[u8; 32]]) -> Option<usize> {
+    let presented = digest(presented);
+    digests
+        .iter()
+        .position(|expected| constant_time_eq(expected, &presented))
 }
 
 /// Verifies a token request: pure function over the header's raw value (and
 /// name, for the rejection) and the digests of the active secrets.
 pub fn verify(header: &HeaderName, value: Option<&[u8]>, digests: &[[u8; 32]]) -> Result<Verified, Rejection> {
     let value = value.ok_or_else(|| Rejection::MissingHeader(Cow::Owned(header.as_str().to_owned())))?;
-    let presented = digest(value);
-    digests
-        .iter()
-        .position(|expected| constant_time_eq(expected, &presented))
+    matching_token(value, digests)
         .map(|index| Verified::by_secret("token", index))
         .ok_or(Rejection::NoMatchingSignature)
 }

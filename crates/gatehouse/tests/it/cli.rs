@@ -102,11 +102,16 @@ async fn serve_without_config_starts_the_demo() {
     let stdout = child.stdout.take().expect("stdout");
     let lines: Vec<String> = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stdout)
-            .lines()
+        let mut reader = std::io::BufReader::new(stdout).lines();
+        let banner = reader
+            .by_ref()
             .map_while(Result::ok)
             .take_while(|line| !line.contains("curl -i"))
-            .collect()
+            .collect();
+        // Keep draining: the banner goes on after the curl line, and a
+        // closed pipe would make the server's next println! panic.
+        std::thread::spawn(move || for _ in reader {});
+        banner
     })
     .await
     .expect("read banner");

@@ -19,6 +19,33 @@ use tokio::task::JoinHandle;
 
 use gatehouse_store::Store;
 
+/// Declares each check once per backend: `sqlite::check` and
+/// `postgres::check`, the latter skipped loudly without a PostgreSQL URL.
+macro_rules! on_both_backends {
+    ($($check:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let db = crate::harness::Database::fresh(crate::harness::Backend::Sqlite, stringify!($check)).await.expect("sqlite");
+                    super::$check(db).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(db) = crate::harness::Database::fresh(crate::harness::Backend::Postgres, stringify!($check)).await else {
+                        return;
+                    };
+                    super::$check(db).await;
+                }
+            )+
+        }
+    };
+}
+
 pub const STRIPE_SECRET: &str = "whsec_integration_test_secret";
 pub const GITHUB_SECRET: &str = "It's a Secret to Everybody";
 
@@ -276,6 +303,11 @@ secrets = ["{GITHUB_SECRET}"]
 impl Server {
     /// Starts `gatehouse serve` on `database` with these `[[sources]]`.
     pub fn start(database: &Database, sources: &str) -> Self {
+        Self::start_with_env(database, sources, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(database: &Database, sources: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("gatehouse.toml");
         let config = format!(
@@ -283,14 +315,20 @@ impl Server {
             database.url
         );
         std::fs::write(&config_path, config).expect("write config");
-        Self::spawn(config_path, dir)
+        Self::spawn_with_env(config_path, dir, env)
     }
 
     /// Starts `gatehouse serve --config path`.
     pub fn spawn(config_path: PathBuf, dir: tempfile::TempDir) -> Self {
+        Self::spawn_with_env(config_path, dir, &[])
+    }
+
+    /// Starts `gatehouse serve --config path` with extra environment variables.
+    pub fn spawn_with_env(config_path: PathBuf, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args(["serve", "--config"])
             .arg(&config_path)
+            .envs(env.iter().copied())
             .env("GATEHOUSE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -400,4 +438,227 @@ pub async fn send_stripe(server: &Server, id: &str, event_type: &str) -> Answer 
         body,
     )
     .await
+}
+
+/// POSTs `body` signed as Stripe would; returns the answer.
+pub async fn send_stripe_body(server: &Server, body: &str) -> Answer {
+    let signature = stripe_signature(STRIPE_SECRET, body);
+    send(
+        "POST",
+        &server.url("/in/stripe"),
+        &[
+            ("stripe-signature", signature),
+            ("content-type", "application/json".into()),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
+/// Runs the `gatehouse` binary with `args`; returns success, stdout, stderr.
+pub fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .env("GATEHOUSE_LOG", "warn")
+        .output()
+        .expect("run gatehouse");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics naming
+/// `what` after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How the sink answers one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Wait this long before answering.
+    pub delay: Duration,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            delay: Duration::ZERO,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+}
+
+/// One request the sink received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// When it arrived (before any scripted delay).
+    pub at: Instant,
+    pub method: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `webhook-id` header.
+    pub fn webhook_id(&self) -> String {
+        self.header("webhook-id").unwrap_or_default().to_string()
+    }
+
+    /// Whether the Standard Webhooks signature verifies with `secret`.
+    pub fn verifies(&self, secret: &str) -> bool {
+        use gatehouse_verify::providers::standard_webhooks;
+        let Some(key) = standard_webhooks::decode_secret(secret.as_bytes()) else {
+            return false;
+        };
+        let signed = standard_webhooks::SignedHeaders {
+            names: standard_webhooks::WEBHOOK_HEADERS,
+            id: self.header("webhook-id"),
+            timestamp: self.header("webhook-timestamp"),
+            signature: self.header("webhook-signature"),
+        };
+        standard_webhooks::verify(
+            &signed,
+            &self.body,
+            &[gatehouse_verify::util::keyed_sha256(&key)],
+            gatehouse_core::UnixMillis::now(),
+            standard_webhooks::DEFAULT_TOLERANCE,
+        )
+        .is_ok()
+    }
+}
+
+#[derive(Default)]
+struct SinkState {
+    script: std::sync::Mutex<std::collections::VecDeque<Reply>>,
+    default: std::sync::Mutex<Option<Reply>>,
+    received: std::sync::Mutex<Vec<Received>>,
+}
+
+/// A recording HTTP receiver on 127.0.0.1:0. Each request takes the next
+/// scripted reply, or the default (200 unless set); the script can change
+/// mid-test.
+#[derive(Clone)]
+pub struct Sink {
+    pub url: String,
+    state: Arc<SinkState>,
+    _task: Arc<AbortOnDrop>,
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Sink {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+        let url = format!("http://{}/hooks", listener.local_addr().expect("sink addr"));
+        let state = Arc::new(SinkState::default());
+        let serving = state.clone();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = serving.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let state = state.clone();
+                        async move {
+                            let at = Instant::now();
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            state.received.lock().expect("lock").push(Received {
+                                at,
+                                method: parts.method.to_string(),
+                                headers: parts.headers,
+                                body,
+                            });
+                            let next = state.script.lock().expect("lock").pop_front();
+                            let reply = next
+                                .or_else(|| state.default.lock().expect("lock").clone())
+                                .unwrap_or(Reply::status(200));
+                            tokio::time::sleep(reply.delay).await;
+                            let mut response = hyper::Response::builder().status(reply.status);
+                            for (name, value) in &reply.headers {
+                                response = response.header(*name, value);
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                response.body(Full::new(Bytes::from_static(b"ok"))).expect("response"),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            url,
+            state,
+            _task: Arc::new(AbortOnDrop(task)),
+        }
+    }
+
+    /// Queues replies for the next requests.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.script.lock().expect("lock").extend(replies);
+    }
+
+    /// The reply once the script is used up.
+    pub fn answer_by_default(&self, reply: Reply) {
+        *self.state.default.lock().expect("lock") = Some(reply);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `count` requests arrived; returns them all.
+    pub async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Received> {
+        eventually(&format!("the sink received {count} requests"), limit, || async {
+            let received = self.received();
+            (received.len() >= count).then_some(received)
+        })
+        .await
+    }
 }

@@ -5,32 +5,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-/// Declares each check once per backend.
-macro_rules! on_both_backends {
-    ($($check:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let db = super::Database::fresh(super::Backend::Sqlite, stringify!($check)).await.expect("sqlite");
-                    super::$check(db).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let Some(db) = super::Database::fresh(super::Backend::Postgres, stringify!($check)).await else {
-                        return;
-                    };
-                    super::$check(db).await;
-                }
-            )+
-        }
-    };
-}
-
 on_both_backends!(
     accepted_event_is_committed_byte_for_byte,
     duplicate_is_acknowledged_and_counted_not_stored,

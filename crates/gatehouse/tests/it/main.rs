@@ -4,7 +4,11 @@
 //! PostgreSQL tests read `GATEHOUSE_TEST_POSTGRES_URL`; without it they print
 //! a loud SKIPPED line and pass, and `.ci/run` always sets it.
 
+#[macro_use]
+mod harness;
+
 mod cli;
 mod crash;
-mod harness;
+mod deliver;
+mod fixtures;
 mod ingest;

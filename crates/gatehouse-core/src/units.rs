@@ -1,4 +1,4 @@
-//! Human units in config: sizes (`"1MiB"`, `"512KiB"`, or bytes) and
+//! Human units in config files: sizes (`"1MiB"`, `"512KiB"`, or bytes) and
 //! durations (`"300s"`, `"5m"`, `"2h"`).
 
 use std::fmt;
