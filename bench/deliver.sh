@@ -20,6 +20,8 @@
 #   THROUGHPUT_EVENTS              events in the throughput run, default 50000
 #   THROUGHPUT_TIMEOUT             seconds to wait for them all after resume,
 #                                  default 60 + THROUGHPUT_EVENTS / 1000
+#   E2E_CONCURRENCY                e2e sending connections, default 64 (each waits
+#                                  for its ack: the rate is at most this / ack time)
 #   INGEST_CONCURRENCY             loadgen connections filling the backlog, default 64
 #   BODY_SIZE                      request body bytes, default 1024
 #   DELIVERY_WORKERS               [delivery] workers; unset = the server default (256)
@@ -42,6 +44,7 @@ DRAIN=${DRAIN:-5s}
 THROUGHPUT_EVENTS=${THROUGHPUT_EVENTS:-50000}
 THROUGHPUT_TIMEOUT=${THROUGHPUT_TIMEOUT:-$((60 + THROUGHPUT_EVENTS / 1000))}
 INGEST_CONCURRENCY=${INGEST_CONCURRENCY:-64}
+E2E_CONCURRENCY=${E2E_CONCURRENCY:-64}
 BODY_SIZE=${BODY_SIZE:-1024}
 DELIVERY_WORKERS=${DELIVERY_WORKERS:-}
 DESTINATION_CONCURRENCY=${DESTINATION_CONCURRENCY:-}
@@ -112,7 +115,7 @@ start_server() {
     SERVER_PID=$!
     running+=("$SERVER_PID")
     for ((i = 0; i < 300; i++)); do
-        line=$(grep -m1 "^$prefix http://" "$work/$name.out" || true)
+        line=$(grep -m1 "^$prefix http://" "$work/$name.out" 2>/dev/null || true)
         if [[ -n "$line" ]]; then
             SERVER_URL=${line#"$prefix "}
             return 0
@@ -284,7 +287,7 @@ bench_latency() {
     local json="$work/$tag.json"
     echo "  e2e: $RATE events/s for $DURATION, drain $DRAIN" >&2
     "$loadgen" e2e --url "$GATEHOUSE_URL/in/stripe" --sink-listen "127.0.0.1:$port" --rate "$RATE" \
-        --duration "$DURATION" --drain "$DRAIN" --body-size "$BODY_SIZE" --json --allow-errors \
+        --concurrency "$E2E_CONCURRENCY" --duration "$DURATION" --drain "$DRAIN" --body-size "$BODY_SIZE" --json --allow-errors \
         >"$json" 2>"$work/$tag-e2e.err" || {
         cat "$work/$tag-e2e.err" >&2
         die "e2e failed for $label"
@@ -304,10 +307,16 @@ bench_latency() {
     ((missing == 0)) || problem "$missing acknowledged event(s) never reached the sink"
     (($(field "$json" unexpected) == 0)) || problem "$(field "$json" unexpected) unexpected id(s) reached the sink"
     ((dup == 0)) || echo "    WARNING: $dup duplicate deliveries (allowed by at-least-once)" >&2
+    local ack_rate
+    ack_rate=$(calc "$(field "$json" ack_rate)" %.0f)
+    if calc "$ack_rate < 0.95 * $RATE" %d | grep -q 1; then
+        echo "    WARNING: only $ack_rate events/s were acknowledged, short of $RATE/s" \
+            "(ack p99 $(field "$json" ack_p99_ms) ms; raise E2E_CONCURRENCY)" >&2
+    fi
     wait_succeeded "$acked" || problem "expected $acked succeeded deliveries, found $DB_SUCCEEDED"
     stop_process "$GATEHOUSE_PID"
     drop_pg_db
-    latency_rows+=("| $label | $RATE/s for $DURATION | $acked | $arrived | $missing | $dup | $early |\
+    latency_rows+=("| $label | $RATE/s for $DURATION | $ack_rate/s | $acked | $arrived | $missing | $dup | $early |\
  $(field "$json" p50_ms) | $(field "$json" p90_ms) | $(field "$json" p99_ms) | $(field "$json" max_ms) |")
     result[${label,,}.p50]=$(field "$json" p50_ms)
     result[${label,,}.p99]=$(field "$json" p99_ms)
@@ -420,8 +429,8 @@ echo
 echo "End-to-end latency: ingest ack -> arrival at a local sink (same monotonic clock; an event that"
 echo "arrives before its ack counts as 0 ms)."
 echo
-echo "| storage | load | acked | arrived | missing | duplicates | arrived before ack | p50 ms | p90 ms | p99 ms | max ms |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| storage | load | acked rate | acked | arrived | missing | duplicates | arrived before ack | p50 ms | p90 ms | p99 ms | max ms |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${latency_rows[@]}"
 echo
 echo "Delivery throughput: a backlog held on a paused route, released with \`gatehouse resume\`."

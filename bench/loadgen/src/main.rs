@@ -131,8 +131,9 @@ struct E2eArgs {
     /// After the last ack, how long to wait at most for the missing deliveries.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     drain: Duration,
-    /// Sending workers, each with its own keep-alive connection.
-    #[arg(long, default_value_t = 16)]
+    /// Sending workers, each with its own keep-alive connection; a worker
+    /// waits for each ack, so this bounds the rate to concurrency / ack time.
+    #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Size of each request body in bytes.
     #[arg(long, default_value_t = 1024)]
@@ -1309,7 +1310,7 @@ impl E2eReport {
         let [sent, acked, not_accepted, non_2xx, errors] = self.sent;
         format!(
             "target       {url} (concurrency {c}, paced at {rate:.0} events/s)\n\
-             sent         {sent} in {s:.2} s: {acked} acked, {not_accepted} 2xx not accepted, {non_2xx} non-2xx, {errors} errors\n\
+             sent         {sent} in {s:.2} s ({ack_rate:.0} acked/s): {acked} acked, {not_accepted} 2xx not accepted, {non_2xx} non-2xx, {errors} errors\n\
              ack ms       p50 {ack50:.3}  p99 {ack99:.3} (send to ingest ack)\n\
              arrived      {arrived} of {acked} acked, {missing} missing after {d:.2} s drain, {dup} duplicates, \
              {unexpected} unexpected, {without_id} without webhook-id\n\
@@ -1319,6 +1320,7 @@ impl E2eReport {
             c = self.concurrency,
             rate = self.target_rate,
             s = self.seconds,
+            ack_rate = acked as f64 / self.seconds.max(1e-9),
             arrived = self.arrived,
             missing = self.missing,
             d = self.drain_seconds,
@@ -1342,7 +1344,7 @@ impl E2eReport {
                 r#""duplicates":{dup},"unexpected":{unexpected},"without_id":{without_id},"#,
                 r#""arrived_before_ack":{early},"p50_ms":{p50:.3},"p90_ms":{p90:.3},"p99_ms":{p99:.3},"#,
                 r#""p999_ms":{p999:.3},"max_ms":{max:.3},"mean_ms":{mean:.3},"#,
-                r#""ack_p50_ms":{ack50:.3},"ack_p99_ms":{ack99:.3}}}"#
+                r#""ack_p50_ms":{ack50:.3},"ack_p99_ms":{ack99:.3},"ack_rate":{ack_rate:.1}}}"#
             ),
             url = self.url.replace('\\', "\\\\").replace('"', "\\\""),
             c = self.concurrency,
@@ -1368,6 +1370,7 @@ impl E2eReport {
             mean = mean,
             ack50 = ack50,
             ack99 = ack99,
+            ack_rate = acked as f64 / self.seconds.max(1e-9),
         )
     }
 }

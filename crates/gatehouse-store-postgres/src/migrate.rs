@@ -36,6 +36,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "deliveries",
         sql: include_str!("../migrations/0002_deliveries.sql"),
     },
+    Migration {
+        version: 3,
+        name: "provider_id_index",
+        sql: include_str!("../migrations/0003_provider_id_index.sql"),
+    },
 ];
 
 /// The newest schema version this build understands.

@@ -30,9 +30,6 @@ use tokio_postgres::NoTls;
 
 const URL_VAR: &str = "GATEHOUSE_TEST_POSTGRES_URL";
 
-/// Serialises schema creation and clean-up between concurrent tests.
-const SCHEMA_LOCK_KEY: i64 = 0x6768_5f74_6573_7473;
-
 /// The server's URL, or `None` after saying loudly that the test is skipped.
 fn server_url() -> Option<String> {
     match std::env::var(URL_VAR) {
@@ -103,33 +100,49 @@ async fn admin_client(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// Creates `schema` if needed, dropping test schemas older than an hour.
+/// Creates `schema` if needed, first dropping test schemas (these tests'
+/// `gh_test_*` and the integration tests' `it_*`) older than an hour. Each
+/// drop is its own transaction: dropping hundreds in one would exhaust the
+/// server's lock table.
 async fn create_schema(url: &str, schema: &str) {
-    let mut client = admin_client(url).await;
-    let tx = client.transaction().await.expect("begin");
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK_KEY])
-        .await
-        .expect("lock");
-    let stale = tx
+    let client = admin_client(url).await;
+    let stale = client
         .query(
-            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'gh\\_test\\_%'",
+            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'gh\\_test\\_%' OR nspname LIKE 'it\\_evt\\_%'",
             &[],
         )
         .await
         .expect("list test schemas");
     for row in stale {
         let name: String = row.get(0);
-        let created: Option<u64> = name.split('_').nth(2).and_then(|secs| secs.parse().ok());
-        if created.is_some_and(|secs| secs + 3600 < unix_secs()) {
-            tx.batch_execute(&format!("DROP SCHEMA \"{name}\" CASCADE"))
-                .await
-                .expect("drop a stale test schema");
+        if schema_age_secs(&name).is_some_and(|age| age > 3600) {
+            // Another test may drop it at the same moment; that is fine.
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                .await;
         }
     }
-    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+    client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
         .await
         .expect("create the test schema");
-    tx.commit().await.expect("commit");
+}
+
+/// How old a test schema is, from the time in its name: `gh_test_<secs>_…`
+/// or `it_evt_<ULID>` (whose first 48 bits are milliseconds).
+fn schema_age_secs(name: &str) -> Option<u64> {
+    let created = if let Some(rest) = name.strip_prefix("gh_test_") {
+        rest.split('_').next()?.parse::<u64>().ok()?
+    } else {
+        let id: gatehouse_core::EventId = name
+            .strip_prefix("it_")?
+            .to_uppercase()
+            .replacen("EVT_", "evt_", 1)
+            .parse()
+            .ok()?;
+        id.timestamp_ms() / 1000
+    };
+    Some(unix_secs().saturating_sub(created))
 }
 
 async fn connect_in(url: &str, schema: &str) -> Result<PostgresStore, StoreError> {
@@ -229,7 +242,7 @@ async fn migrations_are_idempotent() {
 
     let second = connect_in(&url, &schema).await.expect("second connect");
     assert!(second.event(event.id).await.expect("read").is_some(), "data survives");
-    assert_eq!(migration_versions(&url, &schema).await, vec![1, 2]);
+    assert_eq!(migration_versions(&url, &schema).await, vec![1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,7 +258,7 @@ async fn processes_starting_together_migrate_once() {
     for connect in connects.collect::<Vec<_>>() {
         connect.await.expect("task").expect("connect");
     }
-    assert_eq!(migration_versions(&url, &schema).await, vec![1, 2]);
+    assert_eq!(migration_versions(&url, &schema).await, vec![1, 2, 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,7 +280,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 2
+                supported: 3
             }
         ),
         "{err:?}"

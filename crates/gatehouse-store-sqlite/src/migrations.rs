@@ -10,6 +10,7 @@ use crate::classify;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_events.sql"),
     include_str!("../migrations/0002_deliveries.sql"),
+    include_str!("../migrations/0003_provider_id_index.sql"),
 ];
 
 /// Applies the migrations this database has not seen, each in a transaction.
