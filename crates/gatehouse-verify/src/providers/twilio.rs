@@ -167,13 +167,23 @@ pub type Params<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 /// repeated identical pairs removed (Twilio signs each distinct value once).
 pub fn sorted_params(body: &[u8]) -> Result<Params<'_>, Rejection> {
     let mut params = Vec::new();
-    for pair in form_urlencoded::parse(body) {
+    // Same split as `form_urlencoded::parse` (on `&`, empty pieces skipped,
+    // name and value at the first `=`), but a piece with nothing to decode
+    // is borrowed as is: the common case, and the bulk of the cost otherwise.
+    for piece in body.split(|byte| *byte == b'&').filter(|piece| !piece.is_empty()) {
         if params.len() == MAX_PARAMS {
             return Err(Rejection::MalformedBody(
                 "more form parameters than a Twilio webhook carries",
             ));
         }
-        params.push(pair);
+        let plain = !piece.contains(&b'%') && !piece.contains(&b'+');
+        match std::str::from_utf8(piece) {
+            Ok(text) if plain => {
+                let (name, value) = text.split_once('=').unwrap_or((text, ""));
+                params.push((Cow::Borrowed(name), Cow::Borrowed(value)));
+            }
+            _ => params.extend(form_urlencoded::parse(piece)),
+        }
     }
     params.sort_unstable();
     params.dedup();
@@ -440,6 +450,30 @@ pub fn url_with_body_hash(url: &str, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_form_split_matches_form_urlencoded() {
+        let bodies: [&[u8]; 7] = [
+            b"a=1&b=2",
+            b"&&a=1&&b&=x&c==d&",
+            b"Body=hello+world%21&From=%2B1555",
+            b"k=%FF%FE&v=\xff",
+            b"x=\xc3\xa9t\xc3\xa9&y=plain",
+            b"=&=v&n=",
+            b"",
+        ];
+        for body in bodies {
+            let mut expected: Vec<_> = form_urlencoded::parse(body).collect();
+            expected.sort_unstable();
+            expected.dedup();
+            assert_eq!(
+                sorted_params(body).unwrap(),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
 
     #[test]
     fn non_ascii_urls_do_not_panic() {
