@@ -140,7 +140,8 @@ pub(crate) fn open_connection(path: &Path, options: &SqliteOptions, read_only: b
         // 8 KiB pages pack ~2 KB event rows densely, so each batch writes
         // fewer WAL frames (measured: more acks/s, no 100 ms stalls). Takes
         // effect only on a new, empty database (before WAL is on).
-        conn.execute_batch("PRAGMA page_size = 8192;").map_err(|e| classify(&e))?;
+        conn.execute_batch("PRAGMA page_size = 8192;")
+            .map_err(|e| classify(&e))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
             .map_err(|e| classify(&e))?;
