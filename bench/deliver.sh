@@ -62,10 +62,8 @@ running=() # children still running (gatehouse, sink)
 pg_db=""
 failures=0
 
-die() {
-    echo "deliver.sh: $*" >&2
-    exit 1
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Stops every child still running, drops the PostgreSQL database, removes the temp dir.
 cleanup() {
@@ -83,53 +81,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# forget PID: removes PID from the running list.
-forget() {
-    local pid kept=()
-    for pid in "${running[@]}"; do
-        [[ "$pid" == "$1" ]] || kept+=("$pid")
-    done
-    running=("${kept[@]}")
-}
-
-# stop_process PID: SIGTERM, up to 15 s grace, then SIGKILL.
-stop_process() {
-    local pid=$1 i
-    forget "$pid"
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-# start_server NAME PREFIX CMD...: runs CMD in the background and waits (30 s
-# at most) for a stdout line "PREFIX http://ADDR". Sets SERVER_PID, SERVER_URL.
-start_server() {
-    local name=$1 prefix=$2 i line
-    shift 2
-    "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    SERVER_PID=$!
-    running+=("$SERVER_PID")
-    for ((i = 0; i < 300; i++)); do
-        line=$(grep -m1 "^$prefix http://" "$work/$name.out" 2>/dev/null || true)
-        if [[ -n "$line" ]]; then
-            SERVER_URL=${line#"$prefix "}
-            return 0
-        fi
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            tail -n 30 "$work/$name.err" >&2 || true
-            die "$name exited before listening"
-        fi
-        sleep 0.1
-    done
-    tail -n 30 "$work/$name.err" >&2 || true
-    die "$name did not print '$prefix http://…' within 30 s"
-}
-
 # wait_exit PID SECONDS: waits for PID to exit; returns 1 on timeout.
 wait_exit() {
     local pid=$1 deadline=$((SECONDS + $2))
@@ -137,11 +88,6 @@ wait_exit() {
         ((SECONDS < deadline)) || return 1
         sleep 0.02
     done
-}
-
-# field FILE KEY: a value from a JSON line (numbers, booleans, null).
-field() {
-    sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" "$1" | tail -n 1
 }
 
 # calc EXPR [FORMAT]: evaluates an awk expression.

@@ -30,20 +30,19 @@ LOG_FILTER=${GATEHOUSE_BENCH_LOG:-info}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-bench.XXXXXX")
-running="" # the server currently running, if any
+running=() # children still running
 pg_db=""
 failures=0
 
-die() {
-    echo "ingest.sh: $*" >&2
-    exit 1
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Stops every child still running, drops the PostgreSQL database, removes the temp dir.
 cleanup() {
-    if [[ -n "$running" ]]; then
-        stop_process "$running"
-    fi
+    local pid
+    for pid in "${running[@]}"; do
+        stop_process "$pid"
+    done
     if [[ -n "$pg_db" ]]; then
         psql "$PG_URL" -qX -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true
     fi
@@ -55,51 +54,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# stop_process PID: SIGTERM, up to 10 s grace, then SIGKILL.
-stop_process() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    if [[ "$pid" == "$running" ]]; then
-        running=""
-    fi
-}
-
-# start_server NAME PREFIX CMD...: runs CMD in the background and waits (30 s
-# at most) for a stdout line "PREFIX http://ADDR". Sets SERVER_PID, SERVER_URL.
-start_server() {
-    local name=$1 prefix=$2 i line
-    shift 2
-    "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    SERVER_PID=$!
-    running=$SERVER_PID
-    for ((i = 0; i < 300; i++)); do
-        line=$(grep -m1 "^$prefix http://" "$work/$name.out" || true)
-        if [[ -n "$line" ]]; then
-            SERVER_URL=${line#"$prefix "}
-            return 0
-        fi
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            tail -n 30 "$work/$name.err" >&2 || true
-            die "$name exited before listening"
-        fi
-        sleep 0.1
-    done
-    tail -n 30 "$work/$name.err" >&2 || true
-    die "$name did not print '$prefix http://…' within 30 s"
-}
-
-# field FILE KEY: a number from a loadgen JSON line.
-field() {
-    sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" "$1"
-}
 
 # peak_rss_mb PID: the process's peak resident set (VmHWM) in MiB.
 peak_rss_mb() {
