@@ -90,6 +90,10 @@ pub struct NewDelivery {
     pub route: Arc<str>,
     /// `Pending`, or `AwaitingApproval` when the route gates it.
     pub state: DeliveryState,
+    /// For `AwaitingApproval`: the rule that held it (`approval = true`, or
+    /// the `approval_when` program), stored as the delivery's `last_error`
+    /// so the approval queue can show it beside the payload.
+    pub held_by: Option<String>,
 }
 
 impl NewDelivery {
@@ -99,6 +103,7 @@ impl NewDelivery {
             id: DeliveryId::new(),
             route,
             state: DeliveryState::Pending,
+            held_by: None,
         }
     }
 }
@@ -118,7 +123,8 @@ pub struct Delivery {
     pub attempts: u32,
     /// When the next attempt is due (meaningful while pending or retrying).
     pub next_attempt_at: UnixMillis,
-    /// Why the last attempt failed, or why it is dead or skipped.
+    /// Why the last attempt failed; why it is dead, skipped, rejected or
+    /// cancelled; or, while awaiting approval, the rule that held it.
     pub last_error: Option<String>,
     /// When it was created.
     pub created_at: UnixMillis,

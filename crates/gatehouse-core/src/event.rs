@@ -42,6 +42,37 @@ impl Disposition {
     }
 }
 
+/// How an event reached gatehouse.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOrigin {
+    /// Pushed by the provider to `/in/{source}` and verified.
+    #[default]
+    Live,
+    /// Recovered from the provider's API by a backfill after it was missed.
+    Backfill,
+    /// Found by polling an API that has no webhooks.
+    Poll,
+}
+
+impl EventOrigin {
+    /// The stable name stored in the database.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventOrigin::Live => "live",
+            EventOrigin::Backfill => "backfill",
+            EventOrigin::Poll => "poll",
+        }
+    }
+
+    /// The origin from its stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Live, Self::Backfill, Self::Poll]
+            .into_iter()
+            .find(|origin| origin.as_str() == name)
+    }
+}
+
 /// One request header as received. Values that are not UTF-8 are kept
 /// lossily: the signature was already checked on the raw bytes.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -82,6 +113,8 @@ pub struct NewEvent {
     /// Deliveries to create with the event, in the same transaction, when
     /// it is stored (none for a duplicate).
     pub deliveries: Vec<NewDelivery>,
+    /// Live, backfilled or polled.
+    pub origin: EventOrigin,
 }
 
 /// An event as stored, with how often it arrived again.
@@ -122,6 +155,11 @@ pub struct EventSummary {
     pub duplicates: u32,
     /// When the last duplicate arrived.
     pub last_duplicate_at: Option<UnixMillis>,
+    /// Live, backfilled or polled.
+    pub origin: EventOrigin,
+    /// When retention removed its body, headers and attempts; the rest
+    /// stays as a tombstone so "was it processed?" still answers.
+    pub pruned_at: Option<UnixMillis>,
 }
 
 /// A request that failed verification: kept so operators can see attacks

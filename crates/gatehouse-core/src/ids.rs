@@ -26,6 +26,12 @@ macro_rules! prefixed_id {
                 Self(next_ulid())
             }
 
+            /// The smallest id made at `millis` (and after every id made
+            /// before it): the lower bound of a time range over ids.
+            pub fn first_at(millis: u64) -> Self {
+                Self(Ulid::from_parts(millis, 0))
+            }
+
             /// The id as 16 big-endian bytes, which sort like the id.
             pub fn to_bytes(&self) -> [u8; 16] {
                 self.0.to_bytes()
@@ -98,6 +104,19 @@ prefixed_id!(
     /// The id of one event's delivery on one route: `dlv_` followed by a ULID.
     DeliveryId,
     "dlv_"
+);
+
+prefixed_id!(
+    /// The id of a console user: `usr_` followed by a ULID.
+    UserId,
+    "usr_"
+);
+
+prefixed_id!(
+    /// The id of an API token: `tok_` followed by a ULID. The id is public
+    /// (lists, audit); the token's secret is shown once and stored hashed.
+    TokenId,
+    "tok_"
 );
 
 /// The next ULID from one process-wide monotonic generator.

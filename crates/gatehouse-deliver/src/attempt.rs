@@ -31,6 +31,8 @@ pub(crate) enum Ending {
 
 /// What every attempt task shares.
 pub(crate) struct Shared {
+    /// Where enrichment fetches are stored.
+    pub store: Arc<dyn gatehouse_store::Store>,
     /// The routes.
     pub table: Arc<RouteTable>,
     /// Where verdicts go.
@@ -70,6 +72,21 @@ pub(crate) async fn run(shared: Arc<Shared>, claimed: ClaimedDelivery, claimed_a
 
     let started_at = UnixMillis::now();
     let started = Instant::now();
+    if claimed.event.summary.pruned_at.is_some() {
+        let report = Report::bare(AttemptResult::EventPruned);
+        finish(
+            &shared,
+            &claimed,
+            number,
+            started_at,
+            started.elapsed(),
+            report,
+            &route.retry,
+            route.rules,
+        )
+        .await;
+        return Ending::Finished;
+    }
     let (body, transformed) = match apply_programs(&route, &claimed.event.body).await {
         Ok(Some(transformed)) => (transformed, true),
         Ok(None) => (claimed.event.body.clone(), false),
@@ -87,6 +104,33 @@ pub(crate) async fn run(shared: Arc<Shared>, claimed: ClaimedDelivery, claimed_a
             )
             .await;
             return Ending::Finished;
+        }
+    };
+
+    // Enrichment runs after the filter (a skipped event costs no fetch)
+    // and before a destination slot is taken.
+    let (body, transformed) = match &route.enrich {
+        None => (body, transformed),
+        Some(enricher) => {
+            match crate::enrich::fetch_and_combine(&*shared.store, delivery.id, enricher, &claimed.event.body, &body)
+                .await
+            {
+                Ok(enriched) => (enriched, true),
+                Err(report) => {
+                    finish(
+                        &shared,
+                        &claimed,
+                        number,
+                        started_at,
+                        started.elapsed(),
+                        report,
+                        &route.retry,
+                        route.rules,
+                    )
+                    .await;
+                    return Ending::Finished;
+                }
+            }
         }
     };
 

@@ -78,6 +78,18 @@ pub struct RouteConfig {
     /// JSON, `content-type: application/json`, signed as sent). No output,
     /// a runtime error or a body that is not JSON makes the delivery dead.
     pub transform: Option<String>,
+    /// Hold every delivery of this route until an operator approves or
+    /// rejects it in the console, the API or the CLI.
+    #[serde(default)]
+    pub approval: bool,
+    /// Hold only deliveries of events for which this jq program's first
+    /// output is truthy, e.g. `.data.object.amount > 10000` for large
+    /// refunds. A body that is not JSON, or a runtime error, holds the
+    /// delivery too (the gate fails closed).
+    pub approval_when: Option<String>,
+    /// Fetch fresh data from the provider's API before each attempt and
+    /// send it with the event (see [`crate::enrich`]).
+    pub enrich: Option<crate::enrich::EnrichConfig>,
     /// The retry schedule.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -364,6 +376,10 @@ impl RouteConfig {
         };
         let filter = compile("filter", &self.filter)?;
         let transform = compile("transform", &self.transform)?;
+        crate::approval::ApprovalGate::from_config(self)?;
+        if let Some(enrich) = &self.enrich {
+            enrich.check()?;
+        }
         self.retry.check()?;
         Ok((filter, transform))
     }

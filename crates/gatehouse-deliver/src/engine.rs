@@ -138,6 +138,7 @@ impl Engine {
         );
         let (stop, stopping) = watch::channel(false);
         let shared = Arc::new(Shared {
+            store: self.store.clone(),
             table: self.table.clone(),
             finisher,
             lease: self.config.lease,
@@ -376,12 +377,16 @@ mod tests {
     use tempfile::TempDir;
     use tokio::net::TcpListener;
 
+    use gatehouse_core::{ApiToken, AuditEntry, NewAuditEntry, NewUser, Session, TokenId, User, UserId};
     use gatehouse_core::{
         Attempt, AttemptOutcome, Delivery, DeliveryState, EventId, EventSummary, FinishedAttempt, NewDelivery,
         NewEvent, StoredEvent, VerificationFailure,
     };
     use gatehouse_store::conformance::event_with_routes;
-    use gatehouse_store::{ClaimedDelivery, DeliveryQuery, EventQuery, IngestOutcome, SourceCounts};
+    use gatehouse_store::{
+        ActivityBucket, ApprovalDecision, AttemptBucket, AuditQuery, ClaimedDelivery, DeliveryQuery, Enrichment,
+        EventQuery, ExceptionGroup, IngestOutcome, PruneReport, Resolution, SourceCounts,
+    };
     use gatehouse_store_sqlite::{SqliteOptions, SqliteStore};
 
     use super::*;
@@ -538,6 +543,139 @@ mod tests {
             limit: u32,
         ) -> Result<Vec<EventSummary>, StoreError> {
             self.store.events_between(source, from, to, after, limit).await
+        }
+        async fn decide_approval(
+            &self,
+            ids: &[DeliveryId],
+            decision: &ApprovalDecision,
+            now: UnixMillis,
+        ) -> Result<Vec<DeliveryId>, StoreError> {
+            self.store.decide_approval(ids, decision, now).await
+        }
+
+        async fn resolve_deliveries(
+            &self,
+            ids: &[DeliveryId],
+            resolution: Resolution,
+            note: &str,
+            now: UnixMillis,
+        ) -> Result<Vec<DeliveryId>, StoreError> {
+            self.store.resolve_deliveries(ids, resolution, note, now).await
+        }
+
+        async fn exception_groups(&self, limit: u32) -> Result<Vec<ExceptionGroup>, StoreError> {
+            self.store.exception_groups(limit).await
+        }
+
+        async fn activity(&self, since: UnixMillis, bucket: Duration) -> Result<Vec<ActivityBucket>, StoreError> {
+            self.store.activity(since, bucket).await
+        }
+
+        async fn attempt_activity(
+            &self,
+            since: UnixMillis,
+            bucket: Duration,
+        ) -> Result<Vec<AttemptBucket>, StoreError> {
+            self.store.attempt_activity(since, bucket).await
+        }
+
+        async fn oldest_due_delivery(&self, now: UnixMillis) -> Result<Option<UnixMillis>, StoreError> {
+            self.store.oldest_due_delivery(now).await
+        }
+
+        async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+            self.store.create_user(user).await
+        }
+
+        async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+            self.store.user_by_name(username).await
+        }
+
+        async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+            self.store.user(id).await
+        }
+
+        async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+            self.store.list_users().await
+        }
+
+        async fn set_user_disabled(&self, username: &str, disabled: bool) -> Result<bool, StoreError> {
+            self.store.set_user_disabled(username, disabled).await
+        }
+
+        async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+            self.store.set_user_password(username, password_hash).await
+        }
+
+        async fn record_login(&self, id: UserId, at: UnixMillis) -> Result<(), StoreError> {
+            self.store.record_login(id, at).await
+        }
+
+        async fn create_session(&self, session: Session) -> Result<(), StoreError> {
+            self.store.create_session(session).await
+        }
+
+        async fn session(&self, token_hash: &str, now: UnixMillis) -> Result<Option<(Session, User)>, StoreError> {
+            self.store.session(token_hash, now).await
+        }
+
+        async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+            self.store.delete_session(token_hash).await
+        }
+
+        async fn create_token(&self, token: ApiToken) -> Result<(), StoreError> {
+            self.store.create_token(token).await
+        }
+
+        async fn token_by_hash(&self, token_hash: &str, now: UnixMillis) -> Result<Option<ApiToken>, StoreError> {
+            self.store.token_by_hash(token_hash, now).await
+        }
+
+        async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+            self.store.list_tokens().await
+        }
+
+        async fn revoke_token(&self, id: TokenId, now: UnixMillis) -> Result<bool, StoreError> {
+            self.store.revoke_token(id, now).await
+        }
+
+        async fn append_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
+            self.store.append_audit(entry).await
+        }
+
+        async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+            self.store.list_audit(query).await
+        }
+
+        async fn existing_dedup_keys(&self, source: &str, dedup_keys: &[String]) -> Result<Vec<String>, StoreError> {
+            self.store.existing_dedup_keys(source, dedup_keys).await
+        }
+
+        async fn source_state(&self, source: &str, key: &str) -> Result<Option<String>, StoreError> {
+            self.store.source_state(source, key).await
+        }
+
+        async fn put_source_state(&self, source: &str, key: &str, value: &str) -> Result<(), StoreError> {
+            self.store.put_source_state(source, key, value).await
+        }
+
+        async fn save_enrichment(&self, enrichment: Enrichment) -> Result<(), StoreError> {
+            self.store.save_enrichment(enrichment).await
+        }
+
+        async fn enrichment(&self, delivery: DeliveryId) -> Result<Option<Enrichment>, StoreError> {
+            self.store.enrichment(delivery).await
+        }
+
+        async fn prune_events(
+            &self,
+            source: &str,
+            older_than: UnixMillis,
+            limit: u32,
+            now: UnixMillis,
+            dry_run: bool,
+        ) -> Result<PruneReport, StoreError> {
+            self.store.prune_events(source, older_than, limit, now, dry_run).await
         }
     }
 

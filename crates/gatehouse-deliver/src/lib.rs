@@ -7,7 +7,10 @@
 //! - [`config`]: `[[destinations]]`, `[[routes]]` and `[delivery]` as plain
 //!   data, with the checks the server's config loader runs.
 //! - [`route`]: the [`RouteTable`] built once from config; event-type globs.
+//! - [`approval`]: the gate that holds a route's deliveries for a person.
 //! - [`jq`]: filters and transforms, compiled with the `jaq` crates.
+//! - [`enrich`]: fresh data fetched from the provider's API before an
+//!   attempt and sent with the event.
 //! - [`destination`]: `http` (signed with Standard Webhooks) and `exec`,
 //!   behind a per-destination concurrency and rate limit ([`ratelimit`]).
 //! - [`outcome`]: whether an attempt succeeded, should be retried or is
@@ -22,10 +25,12 @@
 //! environment or the file system.
 #![deny(missing_docs)]
 
+pub mod approval;
 mod attempt;
 pub mod config;
 pub mod destination;
 pub mod engine;
+pub mod enrich;
 mod finisher;
 pub mod jq;
 pub mod outcome;

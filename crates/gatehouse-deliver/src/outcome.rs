@@ -72,6 +72,11 @@ pub enum AttemptResult {
     /// The delivery's route is not in this process's config (removed, or
     /// added on a newer gatehouse during a rolling deploy).
     RouteNotConfigured,
+    /// The route's enrichment fetch failed; nothing was sent.
+    Enrichment(crate::enrich::EnrichFailure),
+    /// Retention removed the event's body (a retry or replay of a pruned
+    /// event): sending an empty body would be worse than not sending.
+    EventPruned,
 }
 
 /// What an attempt's result calls for.
@@ -130,6 +135,14 @@ pub fn classify(result: &AttemptResult, rules: RetryRules) -> (Verdict, Option<S
             Some(format!("skipped: the route's filter yielded {yielded}")),
         ),
         AttemptResult::RouteNotConfigured => retry("the route is not configured on this gatehouse".into()),
+        AttemptResult::EventPruned => (
+            Verdict::Dead,
+            Some("the event's body was removed by retention, so there is nothing to send".into()),
+        ),
+        AttemptResult::Enrichment(failure) => {
+            let (verdict, reason) = failure.verdict(rules);
+            (verdict, Some(reason))
+        }
     }
 }
 
@@ -337,6 +350,7 @@ mod tests {
         );
         assert_eq!(verdict(AttemptResult::SpawnFailed("not found".into()), STRICT), RETRY);
         assert_eq!(verdict(AttemptResult::RouteNotConfigured, STRICT), RETRY);
+        assert_eq!(verdict(AttemptResult::EventPruned, STRICT), Verdict::Dead);
         let jq = AttemptResult::Jq {
             stage: JqStage::Filter,
             message: "cannot index string".into(),

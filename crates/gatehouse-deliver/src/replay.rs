@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
-use gatehouse_core::{DeliveryId, DeliveryState, Disposition, EventId, EventSummary, NewDelivery, UnixMillis};
+use gatehouse_core::{DeliveryId, DeliveryState, Disposition, EventId, EventSummary, UnixMillis};
 use gatehouse_store::{DeliveryQuery, Store, StoreError};
 
+use crate::approval::{ApprovalGate, GateInput};
 use crate::config::RouteConfig;
 use crate::route::EventTypes;
 
@@ -32,9 +33,19 @@ pub enum ReplayError {
     EmptyRange,
 }
 
-/// Routes as replay needs them: name, source and subscription.
+/// One route as replay needs it.
+#[derive(Debug)]
+struct ReplayRoute {
+    name: Arc<str>,
+    source: String,
+    events: EventTypes,
+    /// Replayed deliveries pass the same approval gate as live ones.
+    gate: Option<ApprovalGate>,
+}
+
+/// Routes as replay needs them: name, source, subscription and gate.
 #[derive(Clone, Debug)]
-pub struct ReplayRoutes(Vec<(Arc<str>, String, EventTypes)>);
+pub struct ReplayRoutes(Vec<Arc<ReplayRoute>>);
 
 impl ReplayRoutes {
     /// From validated route config.
@@ -42,11 +53,12 @@ impl ReplayRoutes {
         routes
             .iter()
             .map(|route| {
-                Ok((
-                    Arc::from(route.name.as_str()),
-                    route.source.clone(),
-                    EventTypes::new(&route.events)?,
-                ))
+                Ok(Arc::new(ReplayRoute {
+                    name: Arc::from(route.name.as_str()),
+                    source: route.source.clone(),
+                    events: EventTypes::new(&route.events)?,
+                    gate: ApprovalGate::from_config(route).map_err(|issue| issue.to_string())?,
+                }))
             })
             .collect::<Result<_, String>>()
             .map(Self)
@@ -54,12 +66,7 @@ impl ReplayRoutes {
 
     /// Keeps only the route named `name`.
     pub fn only(&self, name: &str) -> Result<Self, ReplayError> {
-        let kept: Vec<_> = self
-            .0
-            .iter()
-            .filter(|(route, _, _)| &**route == name)
-            .cloned()
-            .collect();
+        let kept: Vec<_> = self.0.iter().filter(|route| &*route.name == name).cloned().collect();
         if kept.is_empty() {
             return Err(ReplayError::UnknownRoute(name.to_string()));
         }
@@ -68,14 +75,14 @@ impl ReplayRoutes {
 
     /// The routes that take `event`: its source's routes whose globs match
     /// its type. Events that were ignored or pings are delivered by none.
-    fn for_event<'a>(&'a self, event: &'a EventSummary) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+    fn for_event<'a>(&'a self, event: &'a EventSummary) -> impl Iterator<Item = &'a ReplayRoute> + 'a {
         let accepted = event.disposition == Disposition::Accepted;
         self.0
             .iter()
-            .filter(move |(_, source, events)| {
-                accepted && *source == event.source && events.matches(event.event_type.as_deref())
+            .filter(move |route| {
+                accepted && route.source == event.source && route.events.matches(event.event_type.as_deref())
             })
-            .map(|(name, _, _)| name)
+            .map(|route| &**route)
     }
 }
 
@@ -108,6 +115,9 @@ pub struct ReplayReport {
     pub unrouted: u64,
     /// Deliveries created, or that would be on a dry run.
     pub deliveries: u64,
+    /// Events skipped because retention removed their body (only a
+    /// tombstone is left, so there is nothing to send).
+    pub pruned: u64,
 }
 
 /// Creates a new pending delivery on every route that takes each selected
@@ -183,12 +193,30 @@ async fn add(
     let mut deliveries = Vec::new();
     for event in events {
         report.events += 1;
+        if event.pruned_at.is_some() {
+            report.pruned += 1;
+            continue;
+        }
         let before = deliveries.len();
-        deliveries.extend(
-            routes
-                .for_event(event)
-                .map(|route| (event.id, NewDelivery::pending(route.clone()))),
-        );
+        let routes: Vec<&ReplayRoute> = routes.for_event(event).collect();
+        // The body is read only when a gate has a program to run on it.
+        let body = if routes
+            .iter()
+            .any(|r| r.gate.as_ref().is_some_and(ApprovalGate::needs_body))
+        {
+            store
+                .event(event.id)
+                .await?
+                .map(|stored| stored.body)
+                .unwrap_or_default()
+        } else {
+            bytes::Bytes::new()
+        };
+        let mut input = GateInput::new(&body);
+        for route in routes {
+            let delivery = ApprovalGate::delivery(route.gate.as_ref(), route.name.clone(), &mut input);
+            deliveries.push((event.id, delivery));
+        }
         if deliveries.len() == before {
             report.unrouted += 1;
         }
@@ -228,6 +256,7 @@ pub async fn retry_dead_on_route(
                 state: Some(DeliveryState::Dead),
                 before,
                 limit: PAGE,
+                ..DeliveryQuery::default()
             })
             .await?;
         let Some(last) = page.last() else { break };
@@ -320,7 +349,8 @@ mod tests {
             ReplayReport {
                 events: 4,
                 unrouted: 2,
-                deliveries: 3
+                deliveries: 3,
+                pruned: 0,
             },
             "payment_intent on both stripe routes, the refund on one; ignored and unknown on none"
         );

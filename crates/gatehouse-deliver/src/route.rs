@@ -57,6 +57,8 @@ pub struct Route {
     pub filter: Option<Program>,
     /// Its first output replaces the body.
     pub transform: Option<Program>,
+    /// Fresh data fetched before each attempt and sent with the event.
+    pub enrich: Option<crate::enrich::Enricher>,
     /// When to retry.
     pub retry: RetryPolicy,
     /// What to retry.
@@ -102,6 +104,16 @@ impl RouteTable {
     /// route names must be unique and every route's destination must exist
     /// (the config loader checks all of it first, with line numbers).
     pub fn build(routes: &[RouteConfig], destinations: &[ResolvedDestination]) -> Result<Self, BuildError> {
+        Self::build_with_enrichment(routes, destinations, &HashMap::new())
+    }
+
+    /// [`RouteTable::build`], with each enriching route's token and host
+    /// allow-list (resolved by the server) by route name.
+    pub fn build_with_enrichment(
+        routes: &[RouteConfig],
+        destinations: &[ResolvedDestination],
+        enrichment: &HashMap<String, crate::enrich::EnrichResolved>,
+    ) -> Result<Self, BuildError> {
         let client = if destinations.is_empty() {
             None
         } else {
@@ -135,6 +147,13 @@ impl RouteTable {
                     format!("no destination is named {:?}", config.destination),
                 ))
             })?;
+            let enrich = match (&config.enrich, &client) {
+                (Some(enrich), Some(client)) => {
+                    let resolved = enrichment.get(&config.name).cloned().unwrap_or_default();
+                    Some(crate::enrich::Enricher::build(enrich, &resolved, client.clone()).map_err(issue)?)
+                }
+                _ => None,
+            };
             let route = Route {
                 name: Arc::from(config.name.as_str()),
                 source: config.source.clone(),
@@ -142,6 +161,7 @@ impl RouteTable {
                 destination,
                 filter,
                 transform,
+                enrich,
                 retry: config.retry.policy(),
                 rules: config.retry.rules(),
                 paused: config.paused,

@@ -6,6 +6,8 @@
 //! - [`ingest`]: `POST /in/{source}`: body limit, verify, identify, group
 //!   commit, answer.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`backfill`]: recover missed events from the provider's API (Stripe,
+//!   GitHub), on demand (`gatehouse backfill`) or on a schedule.
 //! - delivery: the `gatehouse-deliver` engine, started here when
 //!   `delivery.enabled`, stopped after ingest has drained.
 //! - [`telemetry`]: ingest events as types, counters.
@@ -15,9 +17,12 @@
 //! port 0 and stop the server when they like.
 #![deny(missing_docs)]
 
+pub mod backfill;
 pub mod config;
 pub mod health;
 pub mod ingest;
+pub mod poll;
+pub mod retention;
 pub mod storage;
 pub mod telemetry;
 
@@ -82,6 +87,12 @@ pub struct Gateway {
     failures_task: JoinHandle<()>,
     /// The delivery engine, when `delivery.enabled`.
     engine: Option<EngineHandle>,
+    /// Scheduled backfills, when a source has `backfill = { … }`.
+    backfill_task: Option<JoinHandle<()>>,
+    /// The `provider = "poll"` sources' pollers.
+    pollers: poll::Pollers,
+    /// The retention pruner, when a source has `retention`.
+    pruner: Option<retention::Pruner>,
 }
 
 impl Gateway {
@@ -91,6 +102,10 @@ impl Gateway {
         let store = storage::open(&config.file.storage).await?;
         let mut sources = HashMap::new();
         for (source_config, secrets) in config.file.sources.iter().zip(&config.secrets) {
+            // A poll source has no endpoint: /in/{name} answers 404.
+            if source_config.provider == poll::PROVIDER {
+                continue;
+            }
             let routes: Vec<_> = config
                 .file
                 .routes
@@ -138,19 +153,27 @@ impl Gateway {
                 store: store.clone(),
                 metrics,
                 failures,
-            }));
+            }))
+            .merge(gatehouse_console::router(console_state(config, store.clone())?));
         let engine = if config.file.delivery.enabled {
             Some(start_engine(config, store.clone()).await?)
         } else {
             tracing::info!("Delivery is disabled here (delivery.enabled = false); another process delivers.");
             None
         };
+        let backfill_task = backfill::start_scheduler(config, store.clone());
+        let pollers = poll::Pollers::start(config, store.clone())
+            .map_err(|(source_name, message)| StartError::Source { source_name, message })?;
+        let pruner = retention::Pruner::start(config, store.clone());
         Ok(Self {
             router,
             store,
             committer_task,
             failures_task,
             engine,
+            backfill_task,
+            pollers,
+            pruner,
         })
     }
 
@@ -179,6 +202,17 @@ impl Gateway {
         )
         .with_graceful_shutdown(shutdown)
         .await?;
+        // A backfill cut off mid-page loses nothing: what it stored is
+        // committed, and the next run picks up the rest.
+        if let Some(task) = self.backfill_task {
+            task.abort();
+        }
+        // Likewise a poll or a prune batch: committed work stays, and the
+        // next start skips what is already stored or pruned.
+        self.pollers.shutdown().await;
+        if let Some(pruner) = self.pruner {
+            pruner.shutdown().await;
+        }
         // The router (and with it every Committer clone) is gone now, so the
         // committer finishes the queued batches and stops.
         let _ = self.committer_task.await;
@@ -193,9 +227,45 @@ impl Gateway {
     }
 }
 
+/// What the console and the API need from the config: the store and the
+/// sources, routes and destinations with every secret left out.
+pub fn console_state(config: &Config, store: Arc<dyn Store>) -> Result<gatehouse_console::ConsoleState, StartError> {
+    let catalog = gatehouse_console::Catalog {
+        sources: config
+            .file
+            .sources
+            .iter()
+            .map(|source| gatehouse_console::state::SourceInfo {
+                name: source.name.clone(),
+                provider: source.provider.clone(),
+                events: source.events.clone(),
+            })
+            .collect(),
+        routes: config.file.routes.clone(),
+        destinations: config
+            .file
+            .destinations
+            .iter()
+            .map(gatehouse_console::state::DestinationInfo::from_config)
+            .collect(),
+    };
+    // Cookies get `Secure` when people reach the console over HTTPS.
+    let secure_cookies = config
+        .file
+        .server
+        .public_url
+        .as_deref()
+        .is_some_and(|url| url.starts_with("https://"));
+    let proxies = ingest::proxy::TrustedProxies::new(&config.file.server.trusted_proxies)
+        .map_err(|message| StartError::Config { message })?;
+    Ok(gatehouse_console::ConsoleState::new(store, catalog, secure_cookies)
+        .map_err(StartError::Delivery)?
+        .with_client_address(Arc::new(move |peer, headers| proxies.client_address(peer, headers))))
+}
+
 /// Builds the routes and starts the delivery engine.
 async fn start_engine(config: &Config, store: Arc<dyn Store>) -> Result<EngineHandle, StartError> {
-    let table = RouteTable::build(&config.file.routes, &config.destinations)
+    let table = RouteTable::build_with_enrichment(&config.file.routes, &config.destinations, &config.enrichment)
         .map_err(|e| StartError::Delivery(e.to_string()))?;
     let owner = gatehouse_deliver::engine::default_owner();
     let engine = Engine::new(store, table, config.file.delivery.clone(), owner)

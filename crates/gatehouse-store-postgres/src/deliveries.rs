@@ -36,10 +36,11 @@ FROM (SELECT count(*) AS n FROM changed) AS c"
 /// its creation time.
 const INSERT_DELIVERIES: &str = concat!(
     "WITH changed AS (
-    INSERT INTO deliveries (id, event_id, route, state, attempts, next_attempt_at, created_at, updated_at)
-    SELECT d.id, d.event_id, d.route, d.state, 0, d.at, d.at, d.at
-    FROM UNNEST($1::bytea[], $2::bytea[], $3::text[], $4::text[], $5::int8[]) WITH ORDINALITY
-         AS d(id, event_id, route, state, at, ord)
+    INSERT INTO deliveries (id, event_id, route, state, attempts, next_attempt_at, created_at, updated_at,
+                            last_error)
+    SELECT d.id, d.event_id, d.route, d.state, 0, d.at, d.at, d.at, d.last_error
+    FROM UNNEST($1::bytea[], $2::bytea[], $3::text[], $4::text[], $5::int8[], $6::text[]) WITH ORDINALITY
+         AS d(id, event_id, route, state, at, last_error, ord)
     WHERE EXISTS (SELECT 1 FROM events WHERE events.id = d.event_id)
     ORDER BY d.ord
     RETURNING 1
@@ -197,11 +198,16 @@ pub(crate) async fn insert(
     let routes: Vec<_> = deliveries.iter().map(|(_, d, _)| pg_text(&d.route)).collect();
     let states: Vec<&str> = deliveries.iter().map(|(_, d, _)| d.state.as_str()).collect();
     let at: Vec<i64> = deliveries.iter().map(|(_, _, at)| at.0).collect();
+    // An approval gate's rule, shown beside the held delivery.
+    let held_by: Vec<_> = deliveries
+        .iter()
+        .map(|(_, d, _)| d.held_by.as_deref().map(pg_text))
+        .collect();
     count_changed(
         client,
         "insert deliveries",
         INSERT_DELIVERIES,
-        &[&ids, &event_ids, &routes, &states, &at],
+        &[&ids, &event_ids, &routes, &states, &at, &held_by],
     )
     .await
 }

@@ -38,13 +38,13 @@ const MAX_STATEMENT_BYTES: usize = 64 * 1024 * 1024;
 
 const INSERT_EVENTS: &str = "\
 INSERT INTO events (id, source, dedup_key, provider_event_id, event_type, disposition, received_at,
-                    headers, body, verification, remote_addr, duplicates, last_duplicate_at)
+                    headers, body, verification, remote_addr, duplicates, last_duplicate_at, origin)
 SELECT id, source, dedup_key, provider_event_id, event_type, disposition, received_at,
-       headers::json, body, verification, remote_addr, duplicates, last_duplicate_at
+       headers::json, body, verification, remote_addr, duplicates, last_duplicate_at, origin
 FROM UNNEST($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[],
-            $8::text[], $9::bytea[], $10::text[], $11::text[], $12::int4[], $13::int8[])
+            $8::text[], $9::bytea[], $10::text[], $11::text[], $12::int4[], $13::int8[], $14::text[])
      AS batch(id, source, dedup_key, provider_event_id, event_type, disposition, received_at,
-              headers, body, verification, remote_addr, duplicates, last_duplicate_at)
+              headers, body, verification, remote_addr, duplicates, last_duplicate_at, origin)
 ON CONFLICT (source, dedup_key) DO NOTHING
 RETURNING id";
 
@@ -290,6 +290,7 @@ struct InsertColumns<'a> {
     remote_addrs: Vec<Option<Cow<'a, str>>>,
     duplicates: Vec<i32>,
     last_duplicate_at: Vec<Option<i64>>,
+    origins: Vec<&'static str>,
 }
 
 impl<'a> InsertColumns<'a> {
@@ -309,6 +310,7 @@ impl<'a> InsertColumns<'a> {
             remote_addrs: Vec::with_capacity(n),
             duplicates: Vec::with_capacity(n),
             last_duplicate_at: Vec::with_capacity(n),
+            origins: Vec::with_capacity(n),
         };
         for &g in groups {
             let group = &plan.groups[g];
@@ -329,12 +331,13 @@ impl<'a> InsertColumns<'a> {
             columns.remote_addrs.push(event.remote_addr.as_deref().map(pg_text));
             columns.duplicates.push(group.repeats);
             columns.last_duplicate_at.push(group.last_repeat_at);
+            columns.origins.push(event.origin.as_str());
         }
         Ok(columns)
     }
 
     /// The parameters in `INSERT_EVENTS` order.
-    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
         [
             &self.ids,
             &self.sources,
@@ -349,6 +352,7 @@ impl<'a> InsertColumns<'a> {
             &self.remote_addrs,
             &self.duplicates,
             &self.last_duplicate_at,
+            &self.origins,
         ]
     }
 }
@@ -396,6 +400,7 @@ mod tests {
             verification: String::new(),
             remote_addr: None,
             deliveries: Vec::new(),
+            origin: gatehouse_core::EventOrigin::Live,
         }
     }
 

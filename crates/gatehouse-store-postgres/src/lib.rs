@@ -25,11 +25,13 @@
 //! URL with `sslmode=require` fails to connect.
 #![deny(missing_docs)]
 
+mod console;
 mod deliveries;
 mod error;
 mod ingest;
 mod listen;
 mod migrate;
+mod recovery;
 mod rows;
 
 use std::fmt;
@@ -38,11 +40,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use gatehouse_core::{
-    Attempt, Delivery, DeliveryId, DeliveryState, EventId, EventSummary, FinishedAttempt, NewDelivery, NewEvent,
-    StoredEvent, UnixMillis, VerificationFailure,
+    ApiToken, Attempt, AuditEntry, Delivery, DeliveryId, DeliveryState, EventId, EventSummary, FinishedAttempt,
+    NewAuditEntry, NewDelivery, NewEvent, NewUser, Session, StoredEvent, TokenId, UnixMillis, User, UserId,
+    VerificationFailure,
 };
 use gatehouse_store::{
-    ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, IngestOutcome, SourceCounts, Store, StoreError,
+    ActivityBucket, ApprovalDecision, AttemptBucket, AuditQuery, ClaimRequest, ClaimedDelivery, DeliveryQuery,
+    Enrichment, EventQuery, ExceptionGroup, IngestOutcome, PruneReport, Resolution, SourceCounts, Store, StoreError,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
@@ -197,20 +201,16 @@ fn filtered_sql(head: &str, filters: &[(&str, bool)], tail: &str) -> String {
     format!("{head}{filter} {tail} LIMIT ${next}")
 }
 
-/// The SQL for one combination of event list filters.
-fn list_events_sql(by_source: bool, by_type: bool, before: bool) -> String {
-    filtered_sql(
-        &format!("SELECT {SUMMARY_COLUMNS} FROM events"),
-        &[("source =", by_source), ("event_type =", by_type), ("id <", before)],
-        "ORDER BY id DESC",
-    )
-}
-
 /// The SQL for one combination of delivery list filters.
-fn list_deliveries_sql(by_state: bool, by_route: bool, before: bool) -> String {
+fn list_deliveries_sql(by_state: bool, by_route: bool, by_error: bool, before: bool) -> String {
     filtered_sql(
         &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries"),
-        &[("state =", by_state), ("route =", by_route), ("id <", before)],
+        &[
+            ("state =", by_state),
+            ("route =", by_route),
+            ("coalesce(last_error, '') =", by_error),
+            ("id <", before),
+        ],
         "ORDER BY id DESC",
     )
 }
@@ -297,24 +297,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
-        let source = query.source.as_deref().map(pg_text);
-        let event_type = query.event_type.as_deref().map(pg_text);
-        let before = query.before.map(|id| id.to_bytes());
-        let limit = i64::from(query.limit.min(MAX_LIST_LIMIT));
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4);
-        if let Some(source) = &source {
-            params.push(source);
-        }
-        if let Some(event_type) = &event_type {
-            params.push(event_type);
-        }
-        let before = before.as_ref().map(|bytes| bytes.as_slice());
-        if let Some(before) = &before {
-            params.push(before);
-        }
-        params.push(&limit);
-        let sql = list_events_sql(source.is_some(), event_type.is_some(), before.is_some());
-        self.query("list events", &sql, &params, rows::summary).await
+        console::list_events(self, query).await
     }
 
     async fn verification_failures(
@@ -453,11 +436,15 @@ impl Store for PostgresStore {
         if let Some(route) = &route {
             params.push(route);
         }
+        let last_error = query.last_error.as_deref().map(pg_text);
+        if let Some(last_error) = &last_error {
+            params.push(last_error);
+        }
         if let Some(before) = &before {
             params.push(before);
         }
         params.push(&limit);
-        let sql = list_deliveries_sql(state.is_some(), route.is_some(), before.is_some());
+        let sql = list_deliveries_sql(state.is_some(), route.is_some(), last_error.is_some(), before.is_some());
         self.query("list deliveries", &sql, &params, rows::delivery).await
     }
 
@@ -533,6 +520,136 @@ impl Store for PostgresStore {
         self.query("list events in a time range", &sql, &params, rows::summary)
             .await
     }
+
+    async fn decide_approval(
+        &self,
+        ids: &[DeliveryId],
+        decision: &ApprovalDecision,
+        now: UnixMillis,
+    ) -> Result<Vec<DeliveryId>, StoreError> {
+        console::decide_approval(self, ids, decision, now).await
+    }
+
+    async fn resolve_deliveries(
+        &self,
+        ids: &[DeliveryId],
+        resolution: Resolution,
+        note: &str,
+        now: UnixMillis,
+    ) -> Result<Vec<DeliveryId>, StoreError> {
+        console::resolve_deliveries(self, ids, resolution, note, now).await
+    }
+
+    async fn exception_groups(&self, limit: u32) -> Result<Vec<ExceptionGroup>, StoreError> {
+        console::exception_groups(self, limit).await
+    }
+
+    async fn activity(&self, since: UnixMillis, bucket: Duration) -> Result<Vec<ActivityBucket>, StoreError> {
+        console::activity(self, since, bucket).await
+    }
+
+    async fn attempt_activity(&self, since: UnixMillis, bucket: Duration) -> Result<Vec<AttemptBucket>, StoreError> {
+        console::attempt_activity(self, since, bucket).await
+    }
+
+    async fn oldest_due_delivery(&self, now: UnixMillis) -> Result<Option<UnixMillis>, StoreError> {
+        console::oldest_due_delivery(self, now).await
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        console::create_user(self, user).await
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        console::user_by_name(self, username).await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        console::user(self, id).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        console::list_users(self).await
+    }
+
+    async fn set_user_disabled(&self, username: &str, disabled: bool) -> Result<bool, StoreError> {
+        console::set_user_disabled(self, username, disabled).await
+    }
+
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        console::set_user_password(self, username, password_hash).await
+    }
+
+    async fn record_login(&self, id: UserId, at: UnixMillis) -> Result<(), StoreError> {
+        console::record_login(self, id, at).await
+    }
+
+    async fn create_session(&self, session: Session) -> Result<(), StoreError> {
+        console::create_session(self, session).await
+    }
+
+    async fn session(&self, token_hash: &str, now: UnixMillis) -> Result<Option<(Session, User)>, StoreError> {
+        console::session(self, token_hash, now).await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        console::delete_session(self, token_hash).await
+    }
+
+    async fn create_token(&self, token: ApiToken) -> Result<(), StoreError> {
+        console::create_token(self, token).await
+    }
+
+    async fn token_by_hash(&self, token_hash: &str, now: UnixMillis) -> Result<Option<ApiToken>, StoreError> {
+        console::token_by_hash(self, token_hash, now).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        console::list_tokens(self).await
+    }
+
+    async fn revoke_token(&self, id: TokenId, now: UnixMillis) -> Result<bool, StoreError> {
+        console::revoke_token(self, id, now).await
+    }
+
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
+        console::append_audit(self, entry).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        console::list_audit(self, query).await
+    }
+
+    async fn existing_dedup_keys(&self, source: &str, dedup_keys: &[String]) -> Result<Vec<String>, StoreError> {
+        recovery::existing_dedup_keys(self, source, dedup_keys).await
+    }
+
+    async fn source_state(&self, source: &str, key: &str) -> Result<Option<String>, StoreError> {
+        recovery::source_state(self, source, key).await
+    }
+
+    async fn put_source_state(&self, source: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        recovery::put_source_state(self, source, key, value).await
+    }
+
+    async fn save_enrichment(&self, enrichment: Enrichment) -> Result<(), StoreError> {
+        recovery::save_enrichment(self, enrichment).await
+    }
+
+    async fn enrichment(&self, delivery: DeliveryId) -> Result<Option<Enrichment>, StoreError> {
+        recovery::enrichment(self, delivery).await
+    }
+
+    async fn prune_events(
+        &self,
+        source: &str,
+        older_than: UnixMillis,
+        limit: u32,
+        now: UnixMillis,
+        dry_run: bool,
+    ) -> Result<PruneReport, StoreError> {
+        recovery::prune_events(self, source, older_than, limit, now, dry_run).await
+    }
 }
 
 #[cfg(test)]
@@ -540,29 +657,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn list_sql_numbers_placeholders_in_order() {
-        assert_eq!(
-            list_events_sql(false, false, false),
-            format!("SELECT {SUMMARY_COLUMNS} FROM events ORDER BY id DESC LIMIT $1")
-        );
-        assert_eq!(
-            list_events_sql(true, true, true),
-            format!(
-                "SELECT {SUMMARY_COLUMNS} FROM events WHERE source = $1 AND event_type = $2 AND id < $3 \
-                 ORDER BY id DESC LIMIT $4"
-            )
-        );
-        assert_eq!(
-            list_events_sql(false, true, true),
-            format!("SELECT {SUMMARY_COLUMNS} FROM events WHERE event_type = $1 AND id < $2 ORDER BY id DESC LIMIT $3")
-        );
-    }
-
-    #[test]
     fn delivery_and_range_sql() {
         assert_eq!(
-            list_deliveries_sql(true, false, true),
+            list_deliveries_sql(true, false, false, true),
             format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = $1 AND id < $2 ORDER BY id DESC LIMIT $3")
+        );
+        assert_eq!(
+            list_deliveries_sql(true, false, true, false),
+            format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = $1 AND coalesce(last_error, '') = $2 \
+                 ORDER BY id DESC LIMIT $3"
+            )
         );
         assert_eq!(
             events_between_sql(false),

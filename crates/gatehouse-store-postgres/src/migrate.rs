@@ -41,6 +41,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "provider_id_index",
         sql: include_str!("../migrations/0003_provider_id_index.sql"),
     },
+    Migration {
+        version: 4,
+        name: "console",
+        sql: include_str!("../migrations/0004_console.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "recovery",
+        sql: include_str!("../migrations/0005_recovery.sql"),
+    },
 ];
 
 /// The newest schema version this build understands.

@@ -16,13 +16,13 @@ use tokio_postgres::Row;
 use crate::error::from_pg;
 
 /// The columns [`summary`] decodes, in order.
-pub(crate) const SUMMARY_COLUMNS: &str =
-    "id, source, received_at, dedup_key, provider_event_id, event_type, disposition, duplicates, last_duplicate_at";
+pub(crate) const SUMMARY_COLUMNS: &str = "id, source, received_at, dedup_key, provider_event_id, event_type, \
+     disposition, duplicates, last_duplicate_at, origin, pruned_at";
 
 /// The columns [`stored_event`] decodes, in order.
 pub(crate) const EVENT_COLUMNS: &str =
     "id, source, received_at, dedup_key, provider_event_id, event_type, disposition, \
-     duplicates, last_duplicate_at, headers::text, body, verification, remote_addr";
+     duplicates, last_duplicate_at, origin, pruned_at, headers::text, body, verification, remote_addr";
 
 /// The columns [`verification_failure`] decodes, in order.
 pub(crate) const FAILURE_COLUMNS: &str = "source, reason, remote_addr, at";
@@ -98,20 +98,24 @@ pub(crate) fn summary(row: &Row) -> Result<EventSummary, StoreError> {
             .ok_or_else(|| StoreError::Internal("stored event has an unknown disposition".into()))?,
         duplicates: u32::try_from(duplicates).unwrap_or(0),
         last_duplicate_at: row.try_get::<_, Option<i64>>(8).map_err(get)?.map(UnixMillis),
+        // An origin this build does not know (a newer gatehouse wrote it)
+        // reads as live rather than failing the whole list.
+        origin: gatehouse_core::EventOrigin::parse(row.try_get(9).map_err(get)?).unwrap_or_default(),
+        pruned_at: row.try_get::<_, Option<i64>>(10).map_err(get)?.map(UnixMillis),
     })
 }
 
 /// A row selected with [`EVENT_COLUMNS`].
 pub(crate) fn stored_event(row: &Row) -> Result<StoredEvent, StoreError> {
     let get = |e| from_pg("decode event", &e);
-    let headers: &str = row.try_get(9).map_err(get)?;
-    let body: Vec<u8> = row.try_get(10).map_err(get)?;
+    let headers: &str = row.try_get(11).map_err(get)?;
+    let body: Vec<u8> = row.try_get(12).map_err(get)?;
     Ok(StoredEvent {
         summary: summary(row)?,
         headers: parse_headers(headers)?,
         body: Bytes::from(body),
-        verification: row.try_get(11).map_err(get)?,
-        remote_addr: row.try_get(12).map_err(get)?,
+        verification: row.try_get(13).map_err(get)?,
+        remote_addr: row.try_get(14).map_err(get)?,
     })
 }
 

@@ -158,6 +158,7 @@ async fn make_store() -> Option<Arc<dyn Store>> {
 }
 
 gatehouse_store::conformance_tests!(optional: make_store());
+gatehouse_store::recovery_conformance_tests!(optional: make_store());
 
 async fn migration_versions(url: &str, schema: &str) -> Vec<i64> {
     let client = admin_client(url).await;
@@ -242,7 +243,7 @@ async fn migrations_are_idempotent() {
 
     let second = connect_in(&url, &schema).await.expect("second connect");
     assert!(second.event(event.id).await.expect("read").is_some(), "data survives");
-    assert_eq!(migration_versions(&url, &schema).await, vec![1, 2, 3]);
+    assert_eq!(migration_versions(&url, &schema).await, vec![1, 2, 3, 4, 5]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,7 +259,7 @@ async fn processes_starting_together_migrate_once() {
     for connect in connects.collect::<Vec<_>>() {
         connect.await.expect("task").expect("connect");
     }
-    assert_eq!(migration_versions(&url, &schema).await, vec![1, 2, 3]);
+    assert_eq!(migration_versions(&url, &schema).await, vec![1, 2, 3, 4, 5]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +281,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 3
+                supported: 5
             }
         ),
         "{err:?}"

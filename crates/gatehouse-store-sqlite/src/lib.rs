@@ -7,9 +7,11 @@
 //! pool of read-only connections, which WAL lets run beside the writer.
 #![deny(missing_docs)]
 
+mod console;
 mod deliveries;
 mod migrations;
 mod read;
+mod recovery;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -23,11 +25,13 @@ use tokio::sync::oneshot;
 use tokio::sync::Notify;
 
 use gatehouse_core::{
-    Attempt, Delivery, DeliveryId, DeliveryState, EventId, EventSummary, FinishedAttempt, NewDelivery, NewEvent,
-    StoredEvent, UnixMillis, VerificationFailure,
+    ApiToken, Attempt, AuditEntry, Delivery, DeliveryId, DeliveryState, EventId, EventSummary, FinishedAttempt,
+    NewAuditEntry, NewDelivery, NewEvent, NewUser, Session, StoredEvent, TokenId, UnixMillis, User, UserId,
+    VerificationFailure,
 };
 use gatehouse_store::{
-    ClaimRequest, ClaimedDelivery, DeliveryQuery, EventQuery, IngestOutcome, SourceCounts, Store, StoreError,
+    ActivityBucket, ApprovalDecision, AttemptBucket, AuditQuery, ClaimRequest, ClaimedDelivery, DeliveryQuery,
+    Enrichment, EventQuery, ExceptionGroup, IngestOutcome, PruneReport, Resolution, SourceCounts, Store, StoreError,
 };
 
 use write::WriteJob;
@@ -328,6 +332,136 @@ impl Store for SqliteStore {
         self.readers
             .run(move |conn| deliveries::events_between(conn, &source, from, to, after, limit))
             .await
+    }
+
+    async fn decide_approval(
+        &self,
+        ids: &[DeliveryId],
+        decision: &ApprovalDecision,
+        now: UnixMillis,
+    ) -> Result<Vec<DeliveryId>, StoreError> {
+        console::decide_approval(self, ids, decision, now).await
+    }
+
+    async fn resolve_deliveries(
+        &self,
+        ids: &[DeliveryId],
+        resolution: Resolution,
+        note: &str,
+        now: UnixMillis,
+    ) -> Result<Vec<DeliveryId>, StoreError> {
+        console::resolve_deliveries(self, ids, resolution, note, now).await
+    }
+
+    async fn exception_groups(&self, limit: u32) -> Result<Vec<ExceptionGroup>, StoreError> {
+        console::exception_groups(self, limit).await
+    }
+
+    async fn activity(&self, since: UnixMillis, bucket: Duration) -> Result<Vec<ActivityBucket>, StoreError> {
+        console::activity(self, since, bucket).await
+    }
+
+    async fn attempt_activity(&self, since: UnixMillis, bucket: Duration) -> Result<Vec<AttemptBucket>, StoreError> {
+        console::attempt_activity(self, since, bucket).await
+    }
+
+    async fn oldest_due_delivery(&self, now: UnixMillis) -> Result<Option<UnixMillis>, StoreError> {
+        console::oldest_due_delivery(self, now).await
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        console::create_user(self, user).await
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        console::user_by_name(self, username).await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        console::user(self, id).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        console::list_users(self).await
+    }
+
+    async fn set_user_disabled(&self, username: &str, disabled: bool) -> Result<bool, StoreError> {
+        console::set_user_disabled(self, username, disabled).await
+    }
+
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        console::set_user_password(self, username, password_hash).await
+    }
+
+    async fn record_login(&self, id: UserId, at: UnixMillis) -> Result<(), StoreError> {
+        console::record_login(self, id, at).await
+    }
+
+    async fn create_session(&self, session: Session) -> Result<(), StoreError> {
+        console::create_session(self, session).await
+    }
+
+    async fn session(&self, token_hash: &str, now: UnixMillis) -> Result<Option<(Session, User)>, StoreError> {
+        console::session(self, token_hash, now).await
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        console::delete_session(self, token_hash).await
+    }
+
+    async fn create_token(&self, token: ApiToken) -> Result<(), StoreError> {
+        console::create_token(self, token).await
+    }
+
+    async fn token_by_hash(&self, token_hash: &str, now: UnixMillis) -> Result<Option<ApiToken>, StoreError> {
+        console::token_by_hash(self, token_hash, now).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        console::list_tokens(self).await
+    }
+
+    async fn revoke_token(&self, id: TokenId, now: UnixMillis) -> Result<bool, StoreError> {
+        console::revoke_token(self, id, now).await
+    }
+
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
+        console::append_audit(self, entry).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        console::list_audit(self, query).await
+    }
+
+    async fn existing_dedup_keys(&self, source: &str, dedup_keys: &[String]) -> Result<Vec<String>, StoreError> {
+        recovery::existing_dedup_keys(self, source, dedup_keys).await
+    }
+
+    async fn source_state(&self, source: &str, key: &str) -> Result<Option<String>, StoreError> {
+        recovery::source_state(self, source, key).await
+    }
+
+    async fn put_source_state(&self, source: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        recovery::put_source_state(self, source, key, value).await
+    }
+
+    async fn save_enrichment(&self, enrichment: Enrichment) -> Result<(), StoreError> {
+        recovery::save_enrichment(self, enrichment).await
+    }
+
+    async fn enrichment(&self, delivery: DeliveryId) -> Result<Option<Enrichment>, StoreError> {
+        recovery::enrichment(self, delivery).await
+    }
+
+    async fn prune_events(
+        &self,
+        source: &str,
+        older_than: UnixMillis,
+        limit: u32,
+        now: UnixMillis,
+        dry_run: bool,
+    ) -> Result<PruneReport, StoreError> {
+        recovery::prune_events(self, source, older_than, limit, now, dry_run).await
     }
 }
 

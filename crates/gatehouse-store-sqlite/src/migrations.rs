@@ -11,6 +11,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_events.sql"),
     include_str!("../migrations/0002_deliveries.sql"),
     include_str!("../migrations/0003_provider_id_index.sql"),
+    include_str!("../migrations/0004_console.sql"),
+    include_str!("../migrations/0005_recovery.sql"),
 ];
 
 /// Applies the migrations this database has not seen, each in a transaction.

@@ -61,10 +61,10 @@ impl ReaderPool {
     }
 }
 
-pub(crate) const SUMMARY_COLUMNS: &str =
-    "id, source, received_at, dedup_key, provider_event_id, event_type, disposition, duplicates, last_duplicate_at";
+pub(crate) const SUMMARY_COLUMNS: &str = "id, source, received_at, dedup_key, provider_event_id, event_type, \
+     disposition, duplicates, last_duplicate_at, origin, pruned_at";
 const FULL_COLUMNS: &str = "id, source, received_at, dedup_key, provider_event_id, event_type, disposition, \
-     duplicates, last_duplicate_at, headers, body, verification, remote_addr";
+     duplicates, last_duplicate_at, origin, pruned_at, headers, body, verification, remote_addr";
 
 pub(crate) fn summary(row: &Row<'_>) -> rusqlite::Result<EventSummary> {
     let id: Vec<u8> = row.get(0)?;
@@ -80,20 +80,24 @@ pub(crate) fn summary(row: &Row<'_>) -> rusqlite::Result<EventSummary> {
         disposition: Disposition::parse(&disposition).unwrap_or(Disposition::Accepted),
         duplicates: row.get(7)?,
         last_duplicate_at: row.get::<_, Option<i64>>(8)?.map(UnixMillis),
+        // An origin this build does not know (a newer gatehouse wrote it)
+        // reads as live rather than failing the whole list.
+        origin: gatehouse_core::EventOrigin::parse(&row.get::<_, String>(9)?).unwrap_or_default(),
+        pruned_at: row.get::<_, Option<i64>>(10)?.map(UnixMillis),
     })
 }
 
 fn full(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
-    let headers: String = row.get(9)?;
+    let headers: String = row.get(11)?;
     let headers = decode_headers(&headers)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, Box::new(e)))?;
-    let body: Vec<u8> = row.get(10)?;
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(11, rusqlite::types::Type::Text, Box::new(e)))?;
+    let body: Vec<u8> = row.get(12)?;
     Ok(StoredEvent {
         summary: summary(row)?,
         headers,
         body: body.into(),
-        verification: row.get(11)?,
-        remote_addr: row.get(12)?,
+        verification: row.get(13)?,
+        remote_addr: row.get(14)?,
     })
 }
 
@@ -120,20 +124,8 @@ pub(crate) fn event_by_dedup_key(
 }
 
 pub(crate) fn list_events(conn: &Connection, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
-    // Unused filters compare a NULL parameter, so one statement serves all
-    // combinations and stays in the prepared-statement cache.
-    let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM events \
-         WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR event_type = ?2) AND (?3 IS NULL OR id < ?3) \
-         ORDER BY id DESC LIMIT ?4"
-    );
-    let before = query.before.map(|id| id.to_bytes().to_vec());
-    let limit = query.limit.clamp(1, 1000);
-    let mut statement = conn.prepare_cached(&sql).map_err(|e| classify(&e))?;
-    let rows = statement
-        .query_map(params![query.source, query.event_type, before, limit], summary)
-        .map_err(|e| classify(&e))?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(|e| classify(&e))
+    // The console's filters live with the rest of the console's queries.
+    crate::console::list_events(conn, query)
 }
 
 pub(crate) fn verification_failures(

@@ -17,14 +17,15 @@ use crate::classify;
 pub(crate) type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
 const INSERT_EVENT: &str = "INSERT INTO events (id, source, dedup_key, provider_event_id, event_type, disposition, \
-     received_at, headers, body, verification, remote_addr) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+     received_at, headers, body, verification, remote_addr, origin) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
      ON CONFLICT (source, dedup_key) DO NOTHING";
 
 const COUNT_DUPLICATE: &str = "UPDATE events SET duplicates = duplicates + 1, \
      last_duplicate_at = max(coalesce(last_duplicate_at, 0), ?3) WHERE source = ?1 AND dedup_key = ?2 RETURNING id";
 
 const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, event_id, route, state, next_attempt_at, created_at, \
-     updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5)";
+     updated_at, last_error) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6)";
 
 const INSERT_FAILURE: &str =
     "INSERT INTO verification_failures (source, reason, remote_addr, at) VALUES (?1, ?2, ?3, ?4)";
@@ -63,6 +64,7 @@ pub(crate) fn ingest(conn: &mut Connection, batch: &[NewEvent]) -> Result<(Vec<I
                     &event.body[..],
                     event.verification,
                     event.remote_addr,
+                    event.origin.as_str(),
                 ])
                 .map_err(|e| classify(&e))?;
             if inserted == 1 {
@@ -74,6 +76,7 @@ pub(crate) fn ingest(conn: &mut Connection, batch: &[NewEvent]) -> Result<(Vec<I
                             &*delivery.route,
                             delivery.state.as_str(),
                             event.received_at.0,
+                            delivery.held_by,
                         ])
                         .map_err(|e| classify(&e))?;
                     created_deliveries = true;

@@ -13,3 +13,4 @@ async fn fresh_store() -> Arc<dyn Store> {
 }
 
 gatehouse_store::conformance_tests!(fresh_store());
+gatehouse_store::recovery_conformance_tests!(fresh_store());

@@ -9,14 +9,17 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 use gatehouse_core::{
-    Attempt, Delivery, DeliveryId, DeliveryState, EventId, EventSummary, FinishedAttempt, NewDelivery, NewEvent,
-    StoredEvent, UnixMillis, VerificationFailure,
+    ApiToken, Attempt, AuditEntry, Delivery, DeliveryId, DeliveryState, Disposition, EventId, EventSummary,
+    FinishedAttempt, NewAuditEntry, NewDelivery, NewEvent, NewUser, Session, StoredEvent, TokenId, UnixMillis, User,
+    UserId, VerificationFailure,
 };
 
 pub mod codec;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod conformance_recovery;
 
 /// What committing one event did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,15 +34,33 @@ pub enum IngestOutcome {
     },
 }
 
-/// Which events to list, newest first, by keyset pagination.
+/// Which events to list, newest first, by keyset pagination. Every filter
+/// set must hold (AND).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventQuery {
     /// Only this source.
     pub source: Option<String>,
-    /// Only this event type.
+    /// Only this event type (exact).
     pub event_type: Option<String>,
+    /// Only events whose dedup key or provider event id is exactly this
+    /// ("was `evt_1Nx…` processed?").
+    pub provider_event_id: Option<String>,
+    /// Only events with this disposition.
+    pub disposition: Option<Disposition>,
+    /// Only events with at least one delivery in this state (e.g. dead).
+    pub delivery_state: Option<DeliveryState>,
+    /// Only events received at or after this time.
+    pub received_from: Option<UnixMillis>,
+    /// Only events received before this time.
+    pub received_to: Option<UnixMillis>,
+    /// Only events whose raw body contains this text (case-sensitive
+    /// substring; a scan, bounded by the other filters and the limit).
+    pub body_contains: Option<String>,
     /// Only events whose id sorts before this one (the previous page's last id).
     pub before: Option<EventId>,
+    /// Only events whose id sorts after this one (live tail: what arrived
+    /// since the last one seen).
+    pub after: Option<EventId>,
     /// At most this many (the store caps it at 1,000).
     pub limit: u32,
 }
@@ -87,10 +108,115 @@ pub struct DeliveryQuery {
     pub route: Option<String>,
     /// Only this state.
     pub state: Option<DeliveryState>,
+    /// Only deliveries whose `last_error` is exactly this (one group of the
+    /// exception queue).
+    pub last_error: Option<String>,
     /// Only deliveries whose id sorts before this one (keyset pagination).
     pub before: Option<DeliveryId>,
     /// At most this many (capped at 1,000).
     pub limit: u32,
+}
+
+/// Dead deliveries that share a route and an error: one line of the
+/// exception queue.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ExceptionGroup {
+    /// The route.
+    pub route: String,
+    /// The last error they share (empty when none was recorded).
+    pub last_error: String,
+    /// How many dead deliveries.
+    pub count: u64,
+    /// When the newest of them died (its `updated_at`).
+    pub latest_at: UnixMillis,
+}
+
+/// Activity in one time bucket for one source, for the overview's charts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ActivityBucket {
+    /// The bucket's start (a multiple of the bucket width).
+    pub start: UnixMillis,
+    /// The source.
+    pub source: String,
+    /// Events stored (received in the bucket).
+    pub events: u64,
+    /// Requests that failed verification.
+    pub verification_failures: u64,
+}
+
+/// Attempts in one time bucket, for the overview's failure rate chart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AttemptBucket {
+    /// The bucket's start (a multiple of the bucket width).
+    pub start: UnixMillis,
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed (retry or dead).
+    pub failed: u64,
+}
+
+/// What an operator decided at an approval gate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalDecision {
+    /// Deliver: the delivery becomes pending and due at once.
+    Approve,
+    /// Never deliver: the delivery becomes rejected with this reason.
+    Reject {
+        /// Why, as the operator wrote it.
+        reason: String,
+    },
+}
+
+/// How an operator takes a dead delivery out of the exception queue
+/// without delivering it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Handled some other way (fixed by hand): kept as cancelled with a note.
+    Resolved,
+    /// Not worth delivering: kept as cancelled with a note.
+    Discarded,
+}
+
+/// Which audit entries to list, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only this actor (exact, e.g. `user:alice`).
+    pub actor: Option<String>,
+    /// Only actions starting with this (`delivery.` or `delivery.retry`).
+    pub action_prefix: Option<String>,
+    /// Only this object (exact).
+    pub object: Option<String>,
+    /// Only entries before this sequence number (keyset pagination).
+    pub before: Option<i64>,
+    /// At most this many (capped at 1,000).
+    pub limit: u32,
+}
+
+/// What a fetch from a provider's API returned for a delivery's enrichment.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Enrichment {
+    /// The delivery it belongs to.
+    pub delivery_id: DeliveryId,
+    /// When it was fetched.
+    pub fetched_at: UnixMillis,
+    /// The URL fetched (placeholders filled in; never credentials).
+    pub url: String,
+    /// The HTTP status.
+    pub status_code: Option<i32>,
+    /// The response body (capped), or empty on a transport error.
+    #[serde(skip)]
+    pub body: bytes::Bytes,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// What a retention pass removed (or would remove, on a dry run).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PruneReport {
+    /// Events whose body and headers were removed (tombstones kept).
+    pub events: u64,
+    /// Attempts deleted.
+    pub attempts: u64,
 }
 
 /// A storage failure.
@@ -105,6 +231,9 @@ pub enum StoreError {
     /// row). Logged with its cause; callers see a generic error.
     #[error("database error: {0}")]
     Internal(String),
+    /// The write conflicts with what is stored (a username already taken).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The database schema is newer than this binary understands.
     #[error("database schema version {found} is newer than this gatehouse supports ({supported})")]
     SchemaTooNew {
@@ -120,7 +249,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Unavailable(_) => true,
-            StoreError::Internal(_) | StoreError::SchemaTooNew { .. } => false,
+            StoreError::Internal(_) | StoreError::Conflict(_) | StoreError::SchemaTooNew { .. } => false,
         }
     }
 }
@@ -230,4 +359,131 @@ pub trait Store: Send + Sync + 'static {
         after: Option<EventId>,
         limit: u32,
     ) -> Result<Vec<EventSummary>, StoreError>;
+
+    // --- Console: queues, search, stats -------------------------------------
+
+    /// Approves or rejects deliveries awaiting approval; others are left
+    /// alone. Returns the ids that changed.
+    async fn decide_approval(
+        &self,
+        ids: &[DeliveryId],
+        decision: &ApprovalDecision,
+        now: UnixMillis,
+    ) -> Result<Vec<DeliveryId>, StoreError>;
+
+    /// Takes dead deliveries out of the exception queue as cancelled, with
+    /// the note kept as their `last_error` prefixed by `resolved: ` or
+    /// `discarded: `; others are left alone. Returns the ids that changed.
+    async fn resolve_deliveries(
+        &self,
+        ids: &[DeliveryId],
+        resolution: Resolution,
+        note: &str,
+        now: UnixMillis,
+    ) -> Result<Vec<DeliveryId>, StoreError>;
+
+    /// The exception queue grouped by route and error, largest first.
+    async fn exception_groups(&self, limit: u32) -> Result<Vec<ExceptionGroup>, StoreError>;
+
+    /// Events and verification failures per source in buckets of
+    /// `bucket` width from `since` on.
+    async fn activity(&self, since: UnixMillis, bucket: Duration) -> Result<Vec<ActivityBucket>, StoreError>;
+
+    /// Attempts per bucket (succeeded, failed) from `since` on.
+    async fn attempt_activity(&self, since: UnixMillis, bucket: Duration) -> Result<Vec<AttemptBucket>, StoreError>;
+
+    /// When the oldest delivery that is due (pending or retrying, due at or
+    /// before `now`) became due: the delivery lag is `now` minus it.
+    async fn oldest_due_delivery(&self, now: UnixMillis) -> Result<Option<UnixMillis>, StoreError>;
+
+    // --- People, sessions, tokens, audit ------------------------------------
+
+    /// Creates a user; a taken username is [`StoreError::Conflict`].
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+
+    /// A user by login name.
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError>;
+
+    /// A user by id.
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+
+    /// Every user, by username.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+
+    /// Disables or enables a user; disabling ends its sessions. Returns
+    /// whether the user exists.
+    async fn set_user_disabled(&self, username: &str, disabled: bool) -> Result<bool, StoreError>;
+
+    /// Replaces a user's password hash and ends its sessions. Returns
+    /// whether the user exists.
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError>;
+
+    /// Notes a successful login.
+    async fn record_login(&self, id: UserId, at: UnixMillis) -> Result<(), StoreError>;
+
+    /// Stores a new session.
+    async fn create_session(&self, session: Session) -> Result<(), StoreError>;
+
+    /// The live session with this token hash and its user: none when it
+    /// expired (before `now`), was ended, or its user is disabled.
+    async fn session(&self, token_hash: &str, now: UnixMillis) -> Result<Option<(Session, User)>, StoreError>;
+
+    /// Ends a session (log out).
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError>;
+
+    /// Stores a new API token.
+    async fn create_token(&self, token: ApiToken) -> Result<(), StoreError>;
+
+    /// The token with this hash, whatever its state (callers check
+    /// [`ApiToken::is_active`]); notes it as used at `now` (rewritten at
+    /// most once a minute, so a busy API client is not a write per call).
+    async fn token_by_hash(&self, token_hash: &str, now: UnixMillis) -> Result<Option<ApiToken>, StoreError>;
+
+    /// Every token, newest first.
+    async fn list_tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
+
+    /// Revokes a token at once. Returns whether it existed and was active.
+    async fn revoke_token(&self, id: TokenId, now: UnixMillis) -> Result<bool, StoreError>;
+
+    /// Appends to the audit log.
+    async fn append_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError>;
+
+    /// The audit log, newest first.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+
+    // --- Recovery: backfill, polling, enrichment, retention -----------------
+
+    /// Which of `dedup_keys` are already stored for `source` (backfill asks
+    /// before ingesting, so a recovered event is never counted as a
+    /// duplicate arrival).
+    async fn existing_dedup_keys(&self, source: &str, dedup_keys: &[String]) -> Result<Vec<String>, StoreError>;
+
+    /// A piece of per-source state kept across restarts (a poller's ETag and
+    /// item versions, a scheduled backfill's last run), as JSON text.
+    async fn source_state(&self, source: &str, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Stores a piece of per-source state, replacing the previous value.
+    async fn put_source_state(&self, source: &str, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Stores what an enrichment fetch returned for a delivery, replacing
+    /// an earlier fetch.
+    async fn save_enrichment(&self, enrichment: Enrichment) -> Result<(), StoreError>;
+
+    /// The latest enrichment fetched for a delivery.
+    async fn enrichment(&self, delivery: DeliveryId) -> Result<Option<Enrichment>, StoreError>;
+
+    /// Prunes up to `limit` events of `source` received before `older_than`
+    /// whose deliveries are all final: removes their body, headers and
+    /// attempts and keeps the rest as a tombstone (`pruned_at` set). One
+    /// short transaction, so ingest keeps going; callers loop until it
+    /// returns zero events. With `dry_run`, counts without changing
+    /// anything (then `limit` does not apply).
+    async fn prune_events(
+        &self,
+        source: &str,
+        older_than: UnixMillis,
+        limit: u32,
+        now: UnixMillis,
+        dry_run: bool,
+    ) -> Result<PruneReport, StoreError>;
 }

@@ -112,6 +112,18 @@ pub enum Command {
     },
     /// Send a test request signed exactly as a provider would sign it.
     Send(crate::send::SendArgs),
+    /// Manage console users: add, list, disable, enable, reset-password.
+    Users(crate::access::UsersArgs),
+    /// Manage API tokens: create (secret shown once), list, revoke.
+    Tokens(crate::access::TokensArgs),
+    /// Recover events a source missed from the provider's API (Stripe
+    /// events, GitHub hook deliveries), exactly once.
+    Backfill(crate::backfill::BackfillArgs),
+    /// Look events up: `events show --provider-id evt_…` answers "was it processed?".
+    Events(crate::events::EventsArgs),
+    /// Apply the sources' `retention` now: old events whose deliveries are
+    /// final lose body, headers and attempts and stay as tombstones.
+    Prune(crate::prune::PruneArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -146,6 +158,11 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Pause { config, route } => set_paused(&config, &route, true).await,
         Command::Resume { config, route } => set_paused(&config, &route, false).await,
         Command::Send(args) => crate::send::run(args).await,
+        Command::Users(args) => crate::access::users(args).await,
+        Command::Tokens(args) => crate::access::tokens(args).await,
+        Command::Backfill(args) => crate::backfill::run(args).await,
+        Command::Events(args) => crate::events::run(args).await,
+        Command::Prune(args) => crate::prune::run(args).await,
     }
 }
 
@@ -219,27 +236,44 @@ async fn open(config_path: &Path) -> Result<(Config, Arc<dyn Store>)> {
 
 async fn replay(config_path: &Path, selection: &Selection, route: Option<&str>, dry_run: bool) -> Result<()> {
     let (config, store) = open(config_path).await?;
-    let mut routes = ReplayRoutes::new(&config.file.routes).map_err(anyhow::Error::msg)?;
     if let Some(route) = route {
-        routes = routes.only(route)?;
+        // Checked here too, so the message names the config file.
+        ReplayRoutes::new(&config.file.routes)
+            .map_err(anyhow::Error::msg)?
+            .only(route)?;
     }
+    // Through the audited action, as `cli:<os user>`.
+    let state = gatehouse_server::console_state(&config, store)?;
     let mut pages = 0;
-    let report = gatehouse_deliver::replay::replay(&*store, &routes, selection, dry_run, |progress| {
-        pages += 1;
-        if pages > 1 {
-            eprintln!(
-                "… {} events read, {} deliveries so far",
-                progress.events, progress.deliveries
-            );
-        }
-    })
+    let report = gatehouse_console::actions::replay_with_progress(
+        &state,
+        &gatehouse_console::auth::Principal::cli(),
+        selection,
+        route,
+        dry_run,
+        |progress| {
+            pages += 1;
+            if pages > 1 {
+                eprintln!(
+                    "… {} events read, {} deliveries so far",
+                    progress.events, progress.deliveries
+                );
+            }
+        },
+    )
     .await?;
     let events = plural(report.events, "event");
-    let unrouted = if report.unrouted > 0 {
+    let mut unrouted = if report.unrouted > 0 {
         format!(" ({} on no route)", report.unrouted)
     } else {
         String::new()
     };
+    if report.pruned > 0 {
+        unrouted.push_str(&format!(
+            " ({} skipped: pruned by retention, only a tombstone is left)",
+            report.pruned
+        ));
+    }
     if dry_run {
         println!(
             "dry run: {} would be created for {events}{unrouted}; nothing was changed",
@@ -262,13 +296,21 @@ async fn retry(config_path: &Path, deliveries: &[String], route: Option<&str>, d
             if !config.file.routes.iter().any(|r| r.name == route) {
                 bail!("no route is named {route:?} in {}", config_path.display());
             }
+            let state = gatehouse_server::console_state(&config, store)?;
             let mut pages = 0;
-            gatehouse_deliver::replay::retry_dead_on_route(&*store, route, dry_run, |count| {
-                pages += 1;
-                if pages > 1 {
-                    eprintln!("… {count} so far");
-                }
-            })
+            gatehouse_console::actions::retry_dead_with_progress(
+                &state,
+                &gatehouse_console::auth::Principal::cli(),
+                route,
+                None,
+                dry_run,
+                |count| {
+                    pages += 1;
+                    if pages > 1 {
+                        eprintln!("… {count} so far");
+                    }
+                },
+            )
             .await?
         }
         None if dry_run => {
@@ -284,7 +326,18 @@ async fn retry(config_path: &Path, deliveries: &[String], route: Option<&str>, d
             }
             dead
         }
-        None => gatehouse_deliver::replay::retry(&*store, &ids).await?,
+        None => {
+            let mut retried = 0;
+            for chunk in ids.chunks(gatehouse_console::actions::MAX_IDS) {
+                retried += gatehouse_console::actions::retry_deliveries(
+                    &*store,
+                    &gatehouse_console::auth::Principal::cli(),
+                    chunk,
+                )
+                .await?;
+            }
+            retried
+        }
     };
     let what = plural(count, "dead delivery");
     if dry_run {
@@ -307,7 +360,9 @@ async fn set_paused(config_path: &Path, route: &str, paused: bool) -> Result<()>
     if !config.file.routes.iter().any(|r| r.name == route) {
         bail!("no route is named {route:?} in {}", config_path.display());
     }
-    store.set_route_paused(route, paused).await?;
+    let state = gatehouse_server::console_state(&config, store)?;
+    gatehouse_console::actions::set_route_paused(&state, &gatehouse_console::auth::Principal::cli(), route, paused)
+        .await?;
     if paused {
         println!("route {route} paused: its deliveries are held until `gatehouse resume {route}`");
     } else {
@@ -362,7 +417,8 @@ async fn serve(config_path: Option<PathBuf>) -> Result<()> {
     // Tests and scripts read this line to find the port when listen uses port 0.
     println!("gatehouse listening on http://{address}");
     if demo {
-        crate::demo::print_banner(&config, address);
+        let admin_password = crate::demo::ensure_admin(&*gateway.store()).await?;
+        crate::demo::print_banner(&config, address, admin_password.as_deref());
     }
     tracing::info!(%address, storage = %redact_url(&config.file.storage.url), sources = config.file.sources.len(), "Serving.");
     gateway.serve(listener, shutdown_signal()).await?;

@@ -1,8 +1,12 @@
 //! The `gatehouse` binary: parses the command line and hands off to
 //! `gatehouse-server`. This is the only place `anyhow` is used.
 
+mod access;
+mod backfill;
 mod cli;
 mod demo;
+mod events;
+mod prune;
 mod send;
 
 use anyhow::Result;

@@ -233,6 +233,8 @@ mod tests {
                 disposition: Disposition::Accepted,
                 duplicates: 0,
                 last_duplicate_at: None,
+                origin: gatehouse_core::EventOrigin::Live,
+                pruned_at: None,
             },
             headers: Vec::new(),
             body: Bytes::from_static(b"{\"action\":\"opened\",\"x\":\"$(rm -rf /)\"}"),

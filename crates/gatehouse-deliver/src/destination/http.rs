@@ -376,6 +376,8 @@ mod tests {
                 disposition: Disposition::Accepted,
                 duplicates: 0,
                 last_duplicate_at: None,
+                origin: gatehouse_core::EventOrigin::Live,
+                pruned_at: None,
             },
             headers: vec![
                 Header {

@@ -27,6 +27,7 @@ pub use gatehouse_core::units::ByteSize;
 pub use gatehouse_deliver::config::{DeliveryConfig, DestinationConfig, RetryConfig, RouteConfig};
 pub use gatehouse_deliver::ResolvedDestination;
 pub use locate::KeyPath;
+pub(crate) use secrets::resolve as resolve_secret;
 
 /// The whole file.
 #[derive(Clone, Debug, Deserialize)]
@@ -169,6 +170,19 @@ pub struct SourceConfig {
     /// Provider-specific verification options.
     #[serde(default)]
     pub verify: VerifyOptions,
+    /// The provider's API, for backfill and route enrichment:
+    /// `api = { base_url = "https://api.stripe.com", token = "env:STRIPE_KEY" }`.
+    pub api: Option<crate::backfill::ApiConfig>,
+    /// Scheduled backfill, e.g. `backfill = { every = "10m", lookback = "1h" }`
+    /// (needs `api`).
+    pub backfill: Option<crate::backfill::BackfillSchedule>,
+    /// How long events keep their body, headers and attempts, e.g. `"30d"`;
+    /// older events whose deliveries are all final become tombstones.
+    /// Default: kept forever.
+    #[serde(default, with = "units::option_duration")]
+    pub retention: Option<Duration>,
+    /// For `provider = "poll"`: the API to poll (see [`crate::poll`]).
+    pub poll: Option<crate::poll::PollConfig>,
 }
 
 fn default_events() -> Vec<String> {
@@ -201,6 +215,10 @@ pub struct Config {
     /// Each destination with its secret and header values resolved, in the
     /// order of `file.destinations`.
     pub destinations: Vec<ResolvedDestination>,
+    /// Each source's resolved `api.token`, in the order of `file.sources`.
+    pub api_tokens: Vec<Option<Secret>>,
+    /// Each enriching route's token and host allow-list, by route name.
+    pub enrichment: std::collections::HashMap<String, gatehouse_deliver::enrich::EnrichResolved>,
 }
 
 impl Config {
@@ -226,11 +244,14 @@ impl Config {
         };
         let secrets = validate(&file, base_dir).map_err(invalid)?;
         let destinations = validate_delivery(&file, base_dir).map_err(invalid)?;
+        let (api_tokens, enrichment) = crate::backfill::validate(&file, base_dir).map_err(invalid)?;
         Ok(Self {
             origin: origin.to_path_buf(),
             file,
             secrets,
             destinations,
+            api_tokens,
+            enrichment,
         })
     }
 }
@@ -342,13 +363,21 @@ fn validate(file: &ConfigFile, base_dir: &Path) -> Result<Vec<Vec<Secret>>, (Key
                 }
             }
         }
-        gatehouse_verify::build(gatehouse_verify::ProviderSpec {
-            provider: &source.provider,
-            secrets: &secrets,
-            tolerance: source.tolerance,
-            options: &source.verify,
-        })
-        .map_err(|e| (K::root("sources").index(index).join_dotted(&e.key), e.message))?;
+        if source.retention.is_some_and(|keep| keep.is_zero()) {
+            return Err((at("retention"), "must be longer than zero (e.g. \"30d\")".into()));
+        }
+        crate::poll::check_source(source, base_dir)
+            .map_err(|(key, message)| (K::root("sources").index(index).join_dotted(&key), message))?;
+        // A poll source verifies nothing: nothing is pushed to it.
+        if source.provider != crate::poll::PROVIDER {
+            gatehouse_verify::build(gatehouse_verify::ProviderSpec {
+                provider: &source.provider,
+                secrets: &secrets,
+                tolerance: source.tolerance,
+                options: &source.verify,
+            })
+            .map_err(|e| (K::root("sources").index(index).join_dotted(&e.key), e.message))?;
+        }
         resolved.push(secrets);
     }
     Ok(resolved)

@@ -157,7 +157,10 @@ async fn receive(
         Kind::Ping => (Disposition::Ping, None),
         Kind::Handshake(reply) => (Disposition::Ping, Some(reply)),
     };
-    let resolved_type = resolved.event_type.clone();
+    let deliveries = match disposition {
+        Disposition::Accepted => source.deliveries_for(resolved.event_type.as_deref(), &body),
+        Disposition::Ignored | Disposition::Ping => Vec::new(),
+    };
     let event = NewEvent {
         id,
         source: source.name.clone(),
@@ -170,10 +173,8 @@ async fn receive(
         body,
         verification: verified.to_string(),
         remote_addr: Some(remote.clone()),
-        deliveries: match disposition {
-            Disposition::Accepted => source.deliveries_for(resolved_type.as_deref()),
-            Disposition::Ignored | Disposition::Ping => Vec::new(),
-        },
+        deliveries,
+        origin: gatehouse_core::EventOrigin::Live,
     };
     match state.committer.commit(event).await {
         Ok(outcome) => {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use gatehouse_deliver::approval::{ApprovalGate, GateInput};
 use gatehouse_deliver::route::EventTypes;
 use sha2::{Digest, Sha256};
 
@@ -24,7 +25,7 @@ pub struct Source {
     /// Signer certificates this source's verifier has asked for (PayPal).
     pub certificates: CertificateCache,
     subscription: EventTypes,
-    routes: Vec<(Arc<str>, EventTypes)>,
+    routes: Vec<(Arc<str>, EventTypes, Option<ApprovalGate>)>,
     dedup: Option<FieldSource>,
     event_type: Option<FieldSource>,
 }
@@ -63,7 +64,13 @@ impl Source {
         let subscription = EventTypes::new(&config.events)?;
         let routes = routes
             .iter()
-            .map(|route| Ok((Arc::from(route.name.as_str()), EventTypes::new(&route.events)?)))
+            .map(|route| {
+                Ok((
+                    Arc::from(route.name.as_str()),
+                    EventTypes::new(&route.events)?,
+                    ApprovalGate::from_config(route).map_err(|issue| issue.to_string())?,
+                ))
+            })
             .collect::<Result<Vec<_>, String>>()?;
         let body_limit = config.body_limit.map(|b| b.0).unwrap_or(default_body_limit);
         Ok(Self {
@@ -84,12 +91,14 @@ impl Source {
         self.subscription.matches(event_type)
     }
 
-    /// One pending delivery per route that subscribes to `event_type`.
-    pub fn deliveries_for(&self, event_type: Option<&str>) -> Vec<NewDelivery> {
+    /// One delivery per route that subscribes to `event_type`: pending, or
+    /// awaiting approval where the route's gate holds this body.
+    pub fn deliveries_for(&self, event_type: Option<&str>, body: &[u8]) -> Vec<NewDelivery> {
+        let mut input = GateInput::new(body);
         self.routes
             .iter()
-            .filter(|(_, events)| events.matches(event_type))
-            .map(|(name, _)| NewDelivery::pending(name.clone()))
+            .filter(|(_, events, _)| events.matches(event_type))
+            .map(|(name, _, gate)| ApprovalGate::delivery(gate.as_ref(), name.clone(), &mut input))
             .collect()
     }
 
@@ -181,6 +190,10 @@ mod tests {
                 insecure: true,
                 ..Default::default()
             },
+            api: None,
+            backfill: None,
+            retention: None,
+            poll: None,
         };
         Source::build(&config, &[], 1024, &[]).unwrap()
     }
@@ -241,6 +254,10 @@ mod tests {
             dedup: None,
             event_type: None,
             verify: VerifyOptions::default(),
+            api: None,
+            backfill: None,
+            retention: None,
+            poll: None,
         };
         config.secrets = vec!["app-secret".into()];
         let dropbox = Source::build(&config, &[Secret::new("app-secret")], 1024, &[]).unwrap();

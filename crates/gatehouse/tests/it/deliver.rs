@@ -29,6 +29,7 @@ on_both_backends!(
     exec_destination_receives_stdin_and_env,
     replay_redelivers,
     paused_route_holds_deliveries_until_resumed,
+    approval_gate_holds_until_approved_or_rejected,
     every_acknowledged_event_is_delivered_after_sigkill,
 );
 
@@ -401,6 +402,68 @@ async fn paused_route_holds_deliveries_until_resumed(db: Database) {
     let (ok, _, stderr) = run_cli(&["pause", "--config", config, "no-such-route"]);
     assert!(!ok);
     assert!(stderr.contains("no route is named \"no-such-route\""), "{stderr}");
+}
+
+async fn approval_gate_holds_until_approved_or_rejected(db: Database) {
+    let sink = Sink::start().await;
+    let rule = r#"approval_when = '.data.object.amount > 10000'"#;
+    let server = Server::start(&db, &delivery_config(&sink, "", rule, ""));
+    let refund = |id: &str, amount: u32| {
+        format!(
+            r#"{{"id":"{id}","object":"event","type":"payment_intent.succeeded","data":{{"object":{{"id":"pi_1","amount":{amount}}}}}}}"#
+        )
+    };
+    let small = event_id(&send_stripe_body(&server, &refund("evt_small", 500)).await);
+    let big = event_id(&send_stripe_body(&server, &refund("evt_big", 25_000)).await);
+    let other_big = event_id(&send_stripe_body(&server, &refund("evt_big_2", 99_000)).await);
+
+    let received = sink.wait_for(1, LIMIT).await;
+    assert_eq!(
+        received[0].webhook_id(),
+        small.to_string(),
+        "below the rule: delivered at once"
+    );
+    let store = db.open_store().await;
+    let held = delivery_in(&store, big, DeliveryState::AwaitingApproval).await;
+    assert_eq!(
+        held.last_error.as_deref(),
+        Some(r#"approval_when = ".data.object.amount > 10000""#),
+        "the rule that held it is kept for the approval queue"
+    );
+    let rejected = delivery_in(&store, other_big, DeliveryState::AwaitingApproval).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sink.received().len(), 1, "nothing held reaches the destination");
+
+    let now = gatehouse_core::UnixMillis::now();
+    let approved = store
+        .decide_approval(&[held.id], &gatehouse_store::ApprovalDecision::Approve, now)
+        .await
+        .expect("approve");
+    assert_eq!(approved, vec![held.id]);
+    let reason = gatehouse_store::ApprovalDecision::Reject {
+        reason: "refund above the limit; customer called".into(),
+    };
+    let changed = store
+        .decide_approval(&[rejected.id], &reason, now)
+        .await
+        .expect("reject");
+    assert_eq!(changed, vec![rejected.id]);
+    let again = store
+        .decide_approval(&[rejected.id], &gatehouse_store::ApprovalDecision::Approve, now)
+        .await
+        .expect("approve after reject");
+    assert!(again.is_empty(), "a decision is final");
+
+    let received = sink.wait_for(2, LIMIT).await;
+    assert_eq!(received[1].webhook_id(), big.to_string());
+    delivery_in(&store, big, DeliveryState::Succeeded).await;
+    let rejected = delivery_in(&store, other_big, DeliveryState::Rejected).await;
+    assert_eq!(
+        rejected.last_error.as_deref(),
+        Some("refund above the limit; customer called")
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.received().len(), 2, "the rejected delivery never goes out");
 }
 
 /// Sends signed events from 16 clients until `stop`; returns the ids acknowledged.

@@ -7,8 +7,14 @@
 #[macro_use]
 mod harness;
 
+mod api;
 mod cli;
+mod console;
 mod crash;
 mod deliver;
+mod enrich;
 mod fixtures;
 mod ingest;
+mod recovery_backfill;
+mod recovery_poll;
+mod recovery_retention;
