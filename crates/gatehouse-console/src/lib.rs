@@ -25,8 +25,23 @@ pub mod state;
 pub use state::{Catalog, ConsoleState};
 
 /// Every console and API route, ready to merge into the server's router.
+/// Each answer carries a `Server-Timing` header with the time spent in the
+/// handler, so operators (and `bench/console.sh`) see the server's share of
+/// a slow page apart from the network's.
 pub fn router(state: ConsoleState) -> axum::Router {
     axum::Router::new()
         .merge(api::router(state.clone()))
         .merge(pages::router(state))
+        .layer(axum::middleware::from_fn(server_timing))
+}
+
+/// Adds `Server-Timing: app;dur=<ms>` to the answer.
+async fn server_timing(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = http::HeaderValue::from_str(&format!("app;dur={millis:.3}")) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response
 }
