@@ -280,19 +280,22 @@ pub(super) struct Lookup {
     events: Vec<LookupEvent>,
 }
 
-/// One matching event and its deliveries' states.
+/// One matching event, how it was verified, and every delivery with its
+/// attempts: "already processed?" in one call.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct LookupEvent {
     /// The event (its `duplicates` counts later arrivals of the same id).
     #[schema(value_type = Object)]
     event: EventSummary,
+    /// How its authenticity was established (`stripe-v1, secret #1`, or
+    /// `backfill: …` for a recovered event); empty once pruned.
+    verification: String,
     /// In one word: `delivered` (every delivery succeeded or was filtered
     /// out), `failed` (one is dead, rejected or cancelled), `in_progress`,
     /// `no_routes`, `ignored` (outside the subscription) or `ping`.
     outcome: &'static str,
-    /// Each delivery and its state.
-    #[schema(value_type = Vec<Object>)]
-    deliveries: Vec<Delivery>,
+    /// Each delivery with its state, attempts and enrichment.
+    deliveries: Vec<DeliveryDetail>,
 }
 
 /// What became of an event, in one word.
@@ -350,10 +353,20 @@ pub(super) async fn lookup(
     let mut events = Vec::with_capacity(summaries.len());
     for event in summaries {
         let deliveries = state.store.deliveries_for_event(event.id).await?;
+        let outcome = outcome(&event, &deliveries);
+        let verification = match state.store.event(event.id).await? {
+            Some(stored) => stored.verification,
+            None => String::new(),
+        };
+        let mut details = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            details.push(delivery_detail(&state, delivery).await?);
+        }
         events.push(LookupEvent {
-            outcome: outcome(&event, &deliveries),
+            outcome,
             event,
-            deliveries,
+            verification,
+            deliveries: details,
         });
     }
     Ok(Json(Lookup {

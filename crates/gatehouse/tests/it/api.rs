@@ -358,7 +358,20 @@ async fn every_endpoint_answers(db: Database) {
     assert_eq!(found[0]["event"]["id"], events[0].to_string());
     assert_eq!(found[0]["event"]["duplicates"], 1);
     assert_eq!(found[0]["outcome"], "failed");
-    assert_eq!(found[0]["deliveries"].as_array().expect("deliveries").len(), 2);
+    assert!(
+        found[0]["verification"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("stripe-v1")),
+        "{lookup}"
+    );
+    let looked_up = found[0]["deliveries"].as_array().expect("deliveries");
+    assert_eq!(looked_up.len(), 2);
+    let dead_attempts = looked_up
+        .iter()
+        .find(|d| d["state"] == "dead")
+        .and_then(|d| d["attempts"].as_array())
+        .expect("the dead delivery's attempts, in the same answer");
+    assert_eq!(dead_attempts[0]["status_code"], 400);
     let ignored_lookup = expect(
         &setup.get("/api/v1/lookup?provider_id=evt_api_ignored", &viewer).await,
         200,
