@@ -5,16 +5,36 @@
 use std::sync::mpsc;
 
 use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
 
 use gatehouse_core::{EventId, NewEvent, UnixMillis, VerificationFailure};
 use gatehouse_store::codec::encode_headers;
 use gatehouse_store::{IngestOutcome, StoreError};
 
 use crate::classify;
+use crate::sync::{Settle, Syncer};
 
-/// Work for the writer thread: it runs the closure on the writing
-/// connection; the closure sends its own answer.
-pub(crate) type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work for the writer thread.
+pub(crate) enum WriteJob {
+    /// A batch of events to commit. Ingest batches already waiting when the
+    /// writer gets to one are committed with it, in one transaction.
+    Ingest {
+        /// The events, in order.
+        batch: Vec<NewEvent>,
+        /// Where the outcomes (one per event) go, with whether any delivery
+        /// was created.
+        reply: oneshot::Sender<Result<(Vec<IngestOutcome>, bool), StoreError>>,
+    },
+    /// Anything else: the closure runs alone and returns how to answer
+    /// once its commit is on disk.
+    Run(Box<dyn FnOnce(&mut Connection) -> Settle + Send>),
+}
+
+/// Most events the writer merges into one ingest transaction: enough to
+/// make one WAL sync serve every batch that queued up during the last one,
+/// small enough to keep a transaction (and the wait of its first event)
+/// short.
+const MAX_MERGED_EVENTS: usize = 2048;
 
 const INSERT_EVENT: &str = "INSERT INTO events (id, source, dedup_key, provider_event_id, event_type, disposition, \
      received_at, headers, body, verification, remote_addr, origin) \
@@ -31,9 +51,92 @@ const INSERT_FAILURE: &str =
     "INSERT INTO verification_failures (source, reason, remote_addr, at) VALUES (?1, ?2, ?3, ?4)";
 
 /// Runs jobs until every sender is gone (the store was dropped).
-pub(crate) fn run(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
-    while let Ok(job) = jobs.recv() {
-        job(&mut conn);
+///
+/// The server keeps several ingest batches in flight so the writer never
+/// waits for the next one to arrive; merging the ones that queued up keeps
+/// that from turning into more, smaller transactions (one WAL sync each).
+///
+/// Answers go through the [`Syncer`]: nobody hears of a commit before the
+/// WAL sync that makes it durable.
+pub(crate) fn run(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>, syncer: Syncer) {
+    let mut held: Option<WriteJob> = None;
+    loop {
+        let job = match held.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        match job {
+            WriteJob::Run(work) => syncer.settle(work(&mut conn)),
+            WriteJob::Ingest { batch, reply } => {
+                let mut merged = batch.len();
+                let mut group = vec![(batch, reply)];
+                while merged < MAX_MERGED_EVENTS {
+                    match jobs.try_recv() {
+                        Ok(WriteJob::Ingest { batch, reply }) => {
+                            merged += batch.len();
+                            group.push((batch, reply));
+                        }
+                        // Other work keeps its place: right after this group.
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                ingest_group(&mut conn, group, &syncer);
+            }
+        }
+    }
+}
+
+/// Commits several batches in one transaction and, once it is on disk,
+/// answers each with its own outcomes; on failure every batch gets the
+/// error at once (none is stored).
+fn ingest_group(conn: &mut Connection, group: Vec<(Vec<NewEvent>, IngestReply)>, syncer: &Syncer) {
+    let mut sizes = Vec::with_capacity(group.len());
+    let mut replies = Vec::with_capacity(group.len());
+    let mut events = Vec::with_capacity(group.iter().map(|(batch, _)| batch.len()).sum());
+    for (batch, reply) in group {
+        sizes.push(batch.len());
+        replies.push(reply);
+        events.extend(batch);
+    }
+    match ingest(conn, &events) {
+        Ok((outcomes, created_deliveries)) => syncer.settle(Box::new(move |synced| {
+            let mut outcomes = outcomes.into_iter();
+            for (size, reply) in sizes.into_iter().zip(replies) {
+                let answer = match &synced {
+                    Ok(()) => Ok(((&mut outcomes).take(size).collect(), created_deliveries)),
+                    Err(error) => Err(same_error(error)),
+                };
+                let _ = reply.send(answer);
+            }
+        })),
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(same_error(&error)));
+            }
+        }
+    }
+}
+
+/// The answer channel of one ingest batch.
+type IngestReply = oneshot::Sender<Result<(Vec<IngestOutcome>, bool), StoreError>>;
+
+/// A copy of `error` for each batch of a failed group.
+fn same_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
+        StoreError::Internal(message) => StoreError::Internal(message.clone()),
+        StoreError::Conflict(message) => StoreError::Conflict(message.clone()),
+        StoreError::SchemaTooNew { found, supported } => StoreError::SchemaTooNew {
+            found: *found,
+            supported: *supported,
+        },
     }
 }
 
