@@ -877,6 +877,38 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_delivery_of_a_pruned_event_sends_nothing() {
+        let (sink, url) = Sink::start(&[(400, 0)]).await;
+        let (_dir, store) = sqlite();
+        let store = Arc::new(store);
+        let handle = Engine::new(store.clone(), table(&url, "", ""), config(), "w1")
+            .expect("engine")
+            .start()
+            .await
+            .expect("start");
+        let ids = ingest(&*store, 1).await;
+        settle(&*store, &ids).await;
+        assert_eq!(states(&*store, &ids).await, vec![DeliveryState::Dead]);
+        let now = gatehouse_core::UnixMillis::now();
+        let report = store
+            .prune_events("s", gatehouse_core::UnixMillis(now.0 + 1_000), 100, now, false)
+            .await
+            .expect("prune");
+        assert_eq!(report.events, 1, "every delivery is final, so the event is pruned");
+
+        assert_eq!(store.retry_deliveries(&ids, now).await.expect("retry"), 1);
+        settle(&*store, &ids).await;
+        let delivery = store.delivery(ids[0]).await.expect("read").expect("exists");
+        assert_eq!(delivery.state, DeliveryState::Dead);
+        assert_eq!(
+            delivery.last_error.as_deref(),
+            Some("the event's body was removed by retention, so there is nothing to send")
+        );
+        assert_eq!(sink.received().len(), 1, "only the first attempt reached the sink");
+        handle.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn client_errors_are_dead_at_once_and_filters_skip() {
         let (sink, url) = Sink::start(&[(404, 0)]).await;
         let (_dir, store) = sqlite();
