@@ -72,8 +72,8 @@ pub(crate) async fn run(shared: Arc<Shared>, claimed: ClaimedDelivery, claimed_a
 
     let started_at = UnixMillis::now();
     let started = Instant::now();
-    if claimed.event.summary.pruned_at.is_some() {
-        let report = Report::bare(AttemptResult::EventPruned);
+    // Ends the attempt before anything is sent, with the reason in `report`.
+    let end_early = |report: Report| async {
         finish(
             &shared,
             &claimed,
@@ -85,26 +85,15 @@ pub(crate) async fn run(shared: Arc<Shared>, claimed: ClaimedDelivery, claimed_a
             route.rules,
         )
         .await;
-        return Ending::Finished;
+        Ending::Finished
+    };
+    if claimed.event.summary.pruned_at.is_some() {
+        return end_early(Report::bare(AttemptResult::EventPruned)).await;
     }
     let (body, transformed) = match apply_programs(&route, &claimed.event.body).await {
         Ok(Some(transformed)) => (transformed, true),
         Ok(None) => (claimed.event.body.clone(), false),
-        Err(result) => {
-            let report = Report::bare(result);
-            finish(
-                &shared,
-                &claimed,
-                number,
-                started_at,
-                started.elapsed(),
-                report,
-                &route.retry,
-                route.rules,
-            )
-            .await;
-            return Ending::Finished;
-        }
+        Err(result) => return end_early(Report::bare(result)).await,
     };
 
     // Enrichment runs after the filter (a skipped event costs no fetch)
@@ -116,20 +105,7 @@ pub(crate) async fn run(shared: Arc<Shared>, claimed: ClaimedDelivery, claimed_a
                 .await
             {
                 Ok(enriched) => (enriched, true),
-                Err(report) => {
-                    finish(
-                        &shared,
-                        &claimed,
-                        number,
-                        started_at,
-                        started.elapsed(),
-                        report,
-                        &route.retry,
-                        route.rules,
-                    )
-                    .await;
-                    return Ending::Finished;
-                }
+                Err(report) => return end_early(report).await,
             }
         }
     };
