@@ -19,6 +19,7 @@
 //! 5xx, 429), dead at once when it cannot (4xx, a blocked host, a
 //! placeholder with no value), and the fetch is stored with the delivery.
 
+use crate::destination::http::{describe, status_text as status_name};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -342,29 +343,6 @@ pub enum EnrichFailure {
     /// The answer is not JSON (or `into` was set and the event is not an object).
     #[error("{0}")]
     NotJson(String),
-}
-
-fn status_name(status: u16) -> String {
-    match http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-    {
-        Some(reason) => format!("HTTP {status} {reason}"),
-        None => format!("HTTP {status}"),
-    }
-}
-
-/// The error and its causes, innermost last (hyper's own message alone
-/// says little: "client error (Connect)").
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// `1.5s`, `10s`, `300ms`.

@@ -147,11 +147,7 @@ pub fn classify(result: &AttemptResult, rules: RetryRules) -> (Verdict, Option<S
 }
 
 fn classify_status(status: u16, retry_after: Option<Duration>, rules: RetryRules) -> (Verdict, Option<String>) {
-    let name = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .map(|reason| format!("HTTP {status} {reason}"))
-        .unwrap_or_else(|| format!("HTTP {status}"));
+    let name = crate::destination::http::status_text(status);
     let waited = match retry_after {
         Some(wait) => format!("{name} (Retry-After {})", seconds(wait)),
         None => name.clone(),

@@ -286,9 +286,21 @@ fn keep_headers(headers: &HeaderMap) -> Vec<Header> {
         .collect()
 }
 
+/// `HTTP 404 Not Found` (or `HTTP 599` for a code without a name): how
+/// attempts, enrichment fetches, backfills and polls name a status.
+pub fn status_text(status: u16) -> String {
+    match http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+    {
+        Some(reason) => format!("HTTP {status} {reason}"),
+        None => format!("HTTP {status}"),
+    }
+}
+
 /// An error and its causes on one line: hyper's own message is only
 /// "client error (Connect)"; the cause says "Connection refused".
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -3,6 +3,7 @@
 //! a cap on what is read, no redirects followed, and errors that say what
 //! was asked and what came back.
 
+use gatehouse_deliver::destination::http::{describe, status_text as status_name};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -204,25 +205,4 @@ impl ApiClient {
             Ok(Ok(answer)) => Try::Answered(answer),
         }
     }
-}
-
-fn status_name(status: u16) -> String {
-    match http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-    {
-        Some(reason) => format!("HTTP {status} {reason}"),
-        None => format!("HTTP {status}"),
-    }
-}
-
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

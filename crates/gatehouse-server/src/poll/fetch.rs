@@ -1,6 +1,7 @@
 //! One conditional `GET` of a polled list: validators sent back, the whole
 //! exchange under one timeout, the body read up to a cap.
 
+use gatehouse_deliver::destination::http::describe;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -142,18 +143,6 @@ pub(crate) async fn get(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| FetchError::Timeout(timeout))?
-}
-
-/// The client error with its causes (hyper's own text is terse).
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
