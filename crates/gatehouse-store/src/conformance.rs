@@ -408,6 +408,45 @@ pub async fn claim_then_succeed(store: &dyn Store) {
         .is_empty());
 }
 
+/// Claims take the oldest due work first, whatever its kind (a retry due
+/// earlier than a backlog of pending deliveries goes first), and stop at
+/// the limit.
+pub async fn claims_take_the_oldest_due_first(store: &dyn Store) {
+    let source = unique_source("order");
+    let base = UnixMillis::now().0 - 600_000;
+    // Inserted newest first, so id order is the reverse of due order.
+    let events: Vec<NewEvent> = (0..20)
+        .map(|i| {
+            let mut event = event_with_routes(&source, &format!("evt_order_{i}"), &["r"]);
+            event.received_at = UnixMillis(base + (20 - i) * 1_000);
+            event
+        })
+        .collect();
+    let delivery = |i: usize| events[i].deliveries[0].id;
+    store.ingest(events.clone()).await.expect("ingest");
+
+    let first = store.claim_deliveries(&claim("w", later(1), 1)).await.expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].delivery.id, delivery(19), "the oldest pending first");
+    let retry_at = UnixMillis(base + 500);
+    let retry = finished(delivery(19), 1, AttemptOutcome::Retry, Some(retry_at));
+    assert_eq!(
+        store.finish_attempts("w", vec![retry]).await.expect("finish"),
+        vec![true]
+    );
+
+    let next = store.claim_deliveries(&claim("w", later(1), 3)).await.expect("claim");
+    // Which ones are claimed is the contract; the order they come back in is not.
+    let mut ids: Vec<DeliveryId> = next.iter().map(|c| c.delivery.id).collect();
+    ids.sort();
+    let mut expected = vec![delivery(19), delivery(18), delivery(17)];
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "the retry (due earliest) and then the two oldest pending"
+    );
+}
+
 /// A retry is not due before its time; a dead delivery keeps its error and
 /// can be retried by an operator.
 pub async fn retry_then_dead_then_operator_retry(store: &dyn Store) {
@@ -1549,7 +1588,8 @@ macro_rules! conformance_tests {
             ingest_then_read_back, duplicates_across_batches, duplicates_within_a_batch,
             empty_batch, large_body, lookup_by_dedup_key, list_pages_newest_first,
             verification_failures_are_kept, counts_per_source, ping,
-            deliveries_are_created_with_the_event, claim_then_succeed, retry_then_dead_then_operator_retry,
+            deliveries_are_created_with_the_event, claim_then_succeed, claims_take_the_oldest_due_first,
+            retry_then_dead_then_operator_retry,
             expired_leases_move_to_another_worker, paused_routes_hold_and_release_returns, replay_adds_deliveries);
         $crate::conformance_tests!(@each $mode $make;
             event_filters, held_deliveries_keep_their_rule, approvals_release_or_reject,
