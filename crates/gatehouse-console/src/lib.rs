@@ -25,8 +25,8 @@ pub mod state;
 pub use state::{Catalog, ConsoleState};
 
 /// Every console and API route, ready to merge into the server's router.
-/// Each answer carries a `Server-Timing` header with the time spent in the
-/// handler, so operators (and `bench/console.sh`) see the server's share of
+/// Each answer to a GET carries a `Server-Timing` header with the time
+/// spent in the handler, so operators (and `bench/console.sh`) see the server's share of
 /// a slow page apart from the network's.
 pub fn router(state: ConsoleState) -> axum::Router {
     axum::Router::new()
@@ -35,8 +35,13 @@ pub fn router(state: ConsoleState) -> axum::Router {
         .layer(axum::middleware::from_fn(server_timing))
 }
 
-/// Adds `Server-Timing: app;dur=<ms>` to the answer.
+/// Adds `Server-Timing: app;dur=<ms>` to the answer of a read. Posts (the
+/// login form above all) do not get it: a precise server time is the kind
+/// of signal a password-guessing client should not be handed.
 async fn server_timing(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    if request.method() != http::Method::GET {
+        return next.run(request).await;
+    }
     let started = std::time::Instant::now();
     let mut response = next.run(request).await;
     let millis = started.elapsed().as_secs_f64() * 1000.0;

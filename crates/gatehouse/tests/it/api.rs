@@ -351,7 +351,17 @@ async fn every_endpoint_answers(db: Database) {
     expect(&setup.get("/api/v1/events/not-an-id", &viewer).await, 422);
 
     // --- "Was it processed?"
-    let lookup = expect(&setup.get("/api/v1/lookup?provider_id=evt_api_1", &viewer).await, 200);
+    let answer = setup.get("/api/v1/lookup?provider_id=evt_api_1", &viewer).await;
+    let timing = answer
+        .headers
+        .get("server-timing")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        timing.starts_with("app;dur="),
+        "reads report the handler's time: {timing:?}"
+    );
+    let lookup = expect(&answer, 200);
     assert_eq!(lookup["found"], true);
     let found = lookup["events"].as_array().expect("events");
     assert_eq!(found.len(), 1, "{lookup}");
@@ -629,16 +639,18 @@ async fn every_endpoint_answers(db: Database) {
 
     // --- Replay by ids and by range; dry runs change nothing.
     let before = store.deliveries_for_event(events[0]).await.expect("read").len();
-    let dry = expect(
-        &setup
-            .post(
-                "/api/v1/replay",
-                &operator,
-                json!({"events": [events[0].to_string()], "dry_run": true}),
-            )
-            .await,
-        200,
+    let dry_answer = setup
+        .post(
+            "/api/v1/replay",
+            &operator,
+            json!({"events": [events[0].to_string()], "dry_run": true}),
+        )
+        .await;
+    assert!(
+        dry_answer.headers.get("server-timing").is_none(),
+        "posts do not report timings"
     );
+    let dry = expect(&dry_answer, 200);
     assert_eq!(
         dry,
         json!({"dry_run": true, "events": 1, "unrouted": 0, "deliveries": 2, "pruned": 0})
