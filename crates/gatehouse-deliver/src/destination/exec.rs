@@ -69,6 +69,10 @@ impl ExecDestination {
                 None => command.env_remove(name),
             };
         }
+        // Its own process group, so a timeout ends whatever it started too
+        // (a shell script's `sleep`, a pipeline), not only the command.
+        #[cfg(unix)]
+        command.process_group(0);
         command
     }
 
@@ -104,6 +108,7 @@ impl ExecDestination {
             (timed_out, status)
         };
         if timed_out {
+            kill_group(&child);
             // start_kill fails only if the child was already reaped.
             let _ = child.start_kill();
             let _ = child.wait().await;
@@ -131,6 +136,22 @@ impl ExecDestination {
         }
     }
 }
+
+/// Kills the command's process group (the command and everything it
+/// started that did not leave the group).
+#[cfg(unix)]
+fn kill_group(child: &tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        // SAFETY: kill(2) with a negative pid signals that process group; the
+        // group is the child's own (process_group(0)), so nothing else.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn kill_group(_child: &tokio::process::Child) {}
 
 #[cfg(unix)]
 fn signal_of(status: &std::process::ExitStatus) -> Option<i32> {
@@ -341,6 +362,32 @@ mod tests {
         assert_eq!(report.result, AttemptResult::ExecTimedOut(Duration::from_millis(300)));
         assert_eq!(report.excerpt, Bytes::from_static(b"started\n"));
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_what_the_command_started_too() {
+        let scratch = Scratch::new();
+        let pid_file = scratch.0.join("grandchild.pid");
+        let script = scratch.script("spawns", "sleep 30 &\necho $! > \"$1\"\nwait");
+        let report = run(
+            &destination(&script, &[pid_file.to_str().expect("path")]),
+            &event(None),
+            Duration::from_millis(500),
+        )
+        .await;
+        assert_eq!(report.result, AttemptResult::ExecTimedOut(Duration::from_millis(500)));
+        let pid = std::fs::read_to_string(&pid_file).expect("pid").trim().to_string();
+        // Dead, or a zombie waiting for init to reap it: no longer running.
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map(|status| !status.lines().any(|l| l.starts_with("State:") && l.contains('Z')))
+                .unwrap_or(false)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while alive() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(), "the background sleep {pid} outlived the timed-out command");
     }
 
     #[tokio::test]
