@@ -32,20 +32,6 @@ pg_db=""
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-cleanup() {
-    local pid
-    for pid in "${running[@]}"; do
-        stop_process "$pid"
-    done
-    if [[ -n "$pg_db" ]]; then
-        psql "$PG_URL" -qX -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true
-    fi
-    if [[ "${KEEP:-0}" == 1 ]]; then
-        echo "console.sh: kept $work" >&2
-    else
-        rm -rf "$work"
-    fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

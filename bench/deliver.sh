@@ -65,19 +65,6 @@ failures=0
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# Stops every child still running, drops the PostgreSQL database, removes the temp dir.
-cleanup() {
-    local pid
-    for pid in "${running[@]}"; do
-        stop_process "$pid"
-    done
-    drop_pg_db
-    if [[ "${KEEP:-0}" == 1 ]]; then
-        echo "deliver.sh: kept $work" >&2
-    else
-        rm -rf "$work"
-    fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -143,13 +130,6 @@ fresh_storage() {
     fi
 }
 
-# drop_pg_db: drops the current PostgreSQL database, if any.
-drop_pg_db() {
-    if [[ -n "$pg_db" ]]; then
-        psql "$PG_URL" -qX -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true
-        pg_db=""
-    fi
-}
 
 # write_config FILE SINK_URL PAUSED: gatehouse config for one run on STORAGE_URL.
 write_config() {

@@ -37,21 +37,6 @@ failures=0
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# Stops every child still running, drops the PostgreSQL database, removes the temp dir.
-cleanup() {
-    local pid
-    for pid in "${running[@]}"; do
-        stop_process "$pid"
-    done
-    if [[ -n "$pg_db" ]]; then
-        psql "$PG_URL" -qX -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true
-    fi
-    if [[ "${KEEP:-0}" == 1 ]]; then
-        echo "ingest.sh: kept $work" >&2
-    else
-        rm -rf "$work"
-    fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

@@ -1,6 +1,6 @@
-# Shared by the bench scripts: starting and stopping the servers under test.
-# The caller defines `work` (a temp dir) and `running=()` before sourcing,
-# and calls stop_process on every PID in `running` when it exits.
+# Shared by the bench scripts: starting and stopping the servers under test,
+# and cleaning up. The caller defines `work` (a temp dir), `running=()`,
+# `pg_db=""` and `PG_URL` before sourcing, and installs `trap cleanup EXIT`.
 
 # die MESSAGE: prints MESSAGE prefixed with the script's name, exits 1.
 die() {
@@ -58,4 +58,27 @@ start_server() {
 # field FILE KEY: the last value of KEY in a loadgen JSON line.
 field() {
     sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" "$1" | tail -n 1
+}
+
+# drop_pg_db: drops the PostgreSQL database named in pg_db, if any.
+drop_pg_db() {
+    if [[ -n "$pg_db" ]]; then
+        psql "$PG_URL" -qX -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true
+        pg_db=""
+    fi
+}
+
+# cleanup: stops every child still running, drops the PostgreSQL database,
+# removes the temp dir (kept with KEEP=1).
+cleanup() {
+    local pid
+    for pid in "${running[@]}"; do
+        stop_process "$pid"
+    done
+    drop_pg_db
+    if [[ "${KEEP:-0}" == 1 ]]; then
+        echo "$(basename "$0"): kept $work" >&2
+    else
+        rm -rf "$work"
+    fi
 }
