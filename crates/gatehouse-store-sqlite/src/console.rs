@@ -24,8 +24,8 @@ const LAST_USED_GRANULARITY_MS: i64 = 60_000;
 
 /// The distinct sources of stored events, by a loose index scan over
 /// `events_by_source`: one index seek per source, not a scan of every
-/// event. Lets a lookup by dedup key use `UNIQUE (source, dedup_key)`
-/// across all sources.
+/// event. Lets a lookup by dedup key seek `dedup_keys (source, dedup_key)`
+/// for each source.
 const SOURCES_CTE: &str = "WITH RECURSIVE sources(source) AS ( \
        SELECT min(source) FROM events \
        UNION ALL \
@@ -172,18 +172,21 @@ pub(crate) fn list_events_sql(query: &EventQuery) -> (String, Vec<Value>) {
         values.push(text(event_type));
     }
     if let Some(key) = &query.provider_event_id {
-        // The dedup key (almost always the provider's id) through
-        // UNIQUE (source, dedup_key) for each source, plus the few events
-        // whose provider id differs from their dedup key through the
-        // partial index events_by_provider_id (its WHERE is repeated so
-        // SQLite may use it).
+        // The dedup key (almost always the provider's id) for each
+        // source: merged into dedup_keys, or in the tail's rows (see
+        // `dedup`); plus the few events whose provider id differs from
+        // their dedup key through the partial index events_by_provider_id
+        // (its WHERE is repeated so SQLite may use it).
         head.push_str(SOURCES_CTE);
         conditions.push(
-            "id IN (SELECT id FROM events WHERE source IN (SELECT source FROM sources WHERE source IS NOT NULL) \
+            "seq IN (SELECT seq FROM dedup_keys WHERE source IN (SELECT source FROM sources WHERE source IS NOT NULL) \
                AND dedup_key = ? \
-             UNION ALL SELECT id FROM events WHERE provider_event_id = ? \
+             UNION ALL SELECT seq FROM events WHERE seq > (SELECT merged_through FROM dedup_merge) \
+               AND dedup_key = ? \
+             UNION ALL SELECT seq FROM events WHERE provider_event_id = ? \
                AND provider_event_id IS NOT NULL AND provider_event_id IS NOT dedup_key)",
         );
+        values.push(text(key));
         values.push(text(key));
         values.push(text(key));
     }

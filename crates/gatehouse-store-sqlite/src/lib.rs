@@ -7,10 +7,13 @@
 //! are synced to disk: a sync thread (`sync`) does that for every commit
 //! made while it last synced, so the writer never waits for the disk.
 //! Reads use a small pool of read-only connections, which WAL lets run
-//! beside the writer.
+//! beside the writer. Deduplication keeps newer keys out of any index and
+//! merges them in sorted runs (`dedup`), so an insert writes no random
+//! index leaf.
 #![deny(missing_docs)]
 
 mod console;
+mod dedup;
 mod deliveries;
 mod migrations;
 mod read;
@@ -48,6 +51,9 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Read connections kept open.
     pub readers: usize,
+    /// New events whose dedup keys are sorted and merged into the
+    /// `dedup_keys` index together (see `dedup`).
+    pub dedup_merge_threshold: usize,
 }
 
 impl Default for SqliteOptions {
@@ -55,6 +61,7 @@ impl Default for SqliteOptions {
         Self {
             busy_timeout: Duration::from_secs(5),
             readers: 4,
+            dedup_merge_threshold: dedup::DEFAULT_MERGE_THRESHOLD,
         }
     }
 }
@@ -98,12 +105,13 @@ impl SqliteStore {
         writer_conn
             .execute_batch("PRAGMA synchronous = NORMAL;")
             .map_err(|e| classify(&e))?;
+        let dedup = dedup::DedupIndex::load(&writer_conn, options.dedup_merge_threshold)?;
         let syncer = sync::Syncer::start(path)?;
         let readers = Arc::new(read::ReaderPool::new(path.to_path_buf(), options.clone()));
         let (sender, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("gatehouse-sqlite-writer".into())
-            .spawn(move || write::run(writer_conn, receiver, syncer))
+            .spawn(move || write::run(writer_conn, dedup, receiver, syncer))
             .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer thread: {e}")))?;
         Ok(Self {
             writer: sender,
@@ -533,6 +541,7 @@ mod tests {
         let options = SqliteOptions {
             busy_timeout: Duration::from_millis(100),
             readers: 1,
+            ..SqliteOptions::default()
         };
         let store = SqliteStore::open(&path, options.clone()).unwrap();
         let blocker = open_connection(&path, &options, false).unwrap();

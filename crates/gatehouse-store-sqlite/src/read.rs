@@ -115,7 +115,10 @@ pub(crate) fn event_by_dedup_key(
     source: &str,
     key: &str,
 ) -> Result<Option<StoredEvent>, StoreError> {
-    let sql = format!("SELECT {FULL_COLUMNS} FROM events WHERE source = ?1 AND dedup_key = ?2");
+    let sql = format!(
+        "SELECT {FULL_COLUMNS} FROM events WHERE seq = ({})",
+        crate::dedup::SEQ_BY_KEY
+    );
     let mut statement = conn.prepare_cached(&sql).map_err(|e| classify(&e))?;
     statement
         .query_row(params![source, key], full)

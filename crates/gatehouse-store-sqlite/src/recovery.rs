@@ -38,10 +38,10 @@ pub(crate) async fn existing_dedup_keys(
     store
         .readers
         .run(move |conn| {
-            // One indexed probe per key on the UNIQUE (source, dedup_key)
-            // index: a backfill page is at most a few hundred keys.
+            // One probe per key (an index seek, then the short tail): a
+            // backfill page is at most a few hundred keys.
             let mut probe = conn
-                .prepare_cached("SELECT 1 FROM events WHERE source = ?1 AND dedup_key = ?2")
+                .prepare_cached(crate::dedup::SEQ_BY_KEY)
                 .map_err(|e| classify(&e))?;
             let mut found = Vec::new();
             for key in keys {

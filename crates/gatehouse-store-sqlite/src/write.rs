@@ -4,7 +4,7 @@
 
 use std::sync::mpsc;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use gatehouse_core::{EventId, NewEvent, UnixMillis, VerificationFailure};
@@ -12,6 +12,7 @@ use gatehouse_store::codec::encode_headers;
 use gatehouse_store::{IngestOutcome, StoreError};
 
 use crate::classify;
+use crate::dedup::{DedupIndex, MergeStep};
 use crate::sync::{Settle, Syncer};
 
 /// Work for the writer thread.
@@ -38,11 +39,10 @@ const MAX_MERGED_EVENTS: usize = 2048;
 
 const INSERT_EVENT: &str = "INSERT INTO events (id, source, dedup_key, provider_event_id, event_type, disposition, \
      received_at, headers, body, verification, remote_addr, origin) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-     ON CONFLICT (source, dedup_key) DO NOTHING";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 const COUNT_DUPLICATE: &str = "UPDATE events SET duplicates = duplicates + 1, \
-     last_duplicate_at = max(coalesce(last_duplicate_at, 0), ?3) WHERE source = ?1 AND dedup_key = ?2 RETURNING id";
+     last_duplicate_at = max(coalesce(last_duplicate_at, 0), ?2) WHERE seq = ?1 RETURNING id";
 
 const INSERT_DELIVERY: &str = "INSERT INTO deliveries (id, event_id, route, state, next_attempt_at, created_at, \
      updated_at, last_error) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, ?6)";
@@ -58,7 +58,7 @@ const INSERT_FAILURE: &str =
 ///
 /// Answers go through the [`Syncer`]: nobody hears of a commit before the
 /// WAL sync that makes it durable.
-pub(crate) fn run(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>, syncer: Syncer) {
+pub(crate) fn run(mut conn: Connection, mut dedup: DedupIndex, jobs: mpsc::Receiver<WriteJob>, syncer: Syncer) {
     let mut held: Option<WriteJob> = None;
     loop {
         let job = match held.take() {
@@ -87,7 +87,7 @@ pub(crate) fn run(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>, syncer: 
                         Err(_) => break,
                     }
                 }
-                ingest_group(&mut conn, group, &syncer);
+                ingest_group(&mut conn, &mut dedup, group, &syncer);
             }
         }
     }
@@ -96,7 +96,12 @@ pub(crate) fn run(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>, syncer: 
 /// Commits several batches in one transaction and, once it is on disk,
 /// answers each with its own outcomes; on failure every batch gets the
 /// error at once (none is stored).
-fn ingest_group(conn: &mut Connection, group: Vec<(Vec<NewEvent>, IngestReply)>, syncer: &Syncer) {
+fn ingest_group(
+    conn: &mut Connection,
+    dedup: &mut DedupIndex,
+    group: Vec<(Vec<NewEvent>, IngestReply)>,
+    syncer: &Syncer,
+) {
     let mut sizes = Vec::with_capacity(group.len());
     let mut replies = Vec::with_capacity(group.len());
     let mut events = Vec::with_capacity(group.iter().map(|(batch, _)| batch.len()).sum());
@@ -105,7 +110,7 @@ fn ingest_group(conn: &mut Connection, group: Vec<(Vec<NewEvent>, IngestReply)>,
         replies.push(reply);
         events.extend(batch);
     }
-    match ingest(conn, &events) {
+    match ingest(conn, dedup, &events) {
         Ok((outcomes, created_deliveries)) => syncer.settle(Box::new(move |synced| {
             let mut outcomes = outcomes.into_iter();
             for (size, reply) in sizes.into_iter().zip(replies) {
@@ -144,55 +149,59 @@ fn same_error(error: &StoreError) -> StoreError {
 /// stores. Any error rolls the whole batch back (the transaction is dropped
 /// uncommitted), so callers answer 503 to all. The flag says whether any
 /// delivery was created (workers should wake).
-pub(crate) fn ingest(conn: &mut Connection, batch: &[NewEvent]) -> Result<(Vec<IngestOutcome>, bool), StoreError> {
-    let tx = conn.transaction().map_err(|e| classify(&e))?;
+pub(crate) fn ingest(
+    conn: &mut Connection,
+    dedup: &mut DedupIndex,
+    batch: &[NewEvent],
+) -> Result<(Vec<IngestOutcome>, bool), StoreError> {
+    // IMMEDIATE: the write lock from the start, so no other connection can
+    // add a row between the dedup checks and the inserts.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| classify(&e))?;
+    match ingest_in(tx, dedup, batch) {
+        Ok((stored, merged)) => {
+            dedup.committed(merged);
+            Ok(stored)
+        }
+        Err(error) => {
+            dedup.rolled_back();
+            Err(error)
+        }
+    }
+}
+
+/// Everything [`ingest`] does inside its transaction, up to the commit.
+#[allow(clippy::type_complexity)]
+fn ingest_in(
+    tx: Transaction<'_>,
+    dedup: &mut DedupIndex,
+    batch: &[NewEvent],
+) -> Result<((Vec<IngestOutcome>, bool), Option<MergeStep>), StoreError> {
+    dedup.begin(&tx)?;
+    let stored = insert_batch(&tx, dedup, batch)?;
+    let merged = dedup.merge_slice(&tx, batch.len())?;
+    tx.commit().map_err(|e| classify(&e))?;
+    Ok((stored, merged))
+}
+
+/// The inserts and duplicate counts of one batch, inside its transaction.
+fn insert_batch(
+    tx: &Connection,
+    dedup: &mut DedupIndex,
+    batch: &[NewEvent],
+) -> Result<(Vec<IngestOutcome>, bool), StoreError> {
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut created_deliveries = false;
-    {
-        let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(|e| classify(&e))?;
-        let mut count_duplicate = tx.prepare_cached(COUNT_DUPLICATE).map_err(|e| classify(&e))?;
-        let mut insert_delivery = tx.prepare_cached(INSERT_DELIVERY).map_err(|e| classify(&e))?;
-        for event in batch {
-            let event_id = event.id.to_bytes();
-            let inserted = insert
-                .execute(params![
-                    &event_id[..],
-                    &*event.source,
-                    event.dedup_key,
-                    event.provider_event_id,
-                    event.event_type,
-                    event.disposition.as_str(),
-                    event.received_at.0,
-                    encode_headers(&event.headers),
-                    &event.body[..],
-                    event.verification,
-                    event.remote_addr,
-                    event.origin.as_str(),
-                ])
-                .map_err(|e| classify(&e))?;
-            if inserted == 1 {
-                for delivery in &event.deliveries {
-                    insert_delivery
-                        .execute(params![
-                            &delivery.id.to_bytes()[..],
-                            &event_id[..],
-                            &*delivery.route,
-                            delivery.state.as_str(),
-                            event.received_at.0,
-                            delivery.held_by,
-                        ])
-                        .map_err(|e| classify(&e))?;
-                    created_deliveries = true;
-                }
-                outcomes.push(IngestOutcome::Stored);
-                continue;
-            }
-            // The same (source, dedup key) is already stored, earlier or in
-            // this very transaction: count the arrival on the original.
+    let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(|e| classify(&e))?;
+    let mut count_duplicate = tx.prepare_cached(COUNT_DUPLICATE).map_err(|e| classify(&e))?;
+    let mut insert_delivery = tx.prepare_cached(INSERT_DELIVERY).map_err(|e| classify(&e))?;
+    for event in batch {
+        // Stored before, earlier in this batch included: count the
+        // arrival on the original.
+        if let Some(seq) = dedup.find(tx, &event.source, &event.dedup_key)? {
             let original: Option<Vec<u8>> = count_duplicate
-                .query_row(params![&*event.source, event.dedup_key, event.received_at.0], |row| {
-                    row.get(0)
-                })
+                .query_row(params![seq, event.received_at.0], |row| row.get(0))
                 .optional()
                 .map_err(|e| classify(&e))?;
             let original = original
@@ -200,9 +209,41 @@ pub(crate) fn ingest(conn: &mut Connection, batch: &[NewEvent]) -> Result<(Vec<I
                 .and_then(EventId::from_slice)
                 .ok_or_else(|| StoreError::Internal("duplicate without an original row".into()))?;
             outcomes.push(IngestOutcome::Duplicate { original });
+            continue;
         }
+        let event_id = event.id.to_bytes();
+        insert
+            .execute(params![
+                &event_id[..],
+                &*event.source,
+                event.dedup_key,
+                event.provider_event_id,
+                event.event_type,
+                event.disposition.as_str(),
+                event.received_at.0,
+                encode_headers(&event.headers),
+                &event.body[..],
+                event.verification,
+                event.remote_addr,
+                event.origin.as_str(),
+            ])
+            .map_err(|e| classify(&e))?;
+        dedup.inserted(&event.source, &event.dedup_key, tx.last_insert_rowid());
+        for delivery in &event.deliveries {
+            insert_delivery
+                .execute(params![
+                    &delivery.id.to_bytes()[..],
+                    &event_id[..],
+                    &*delivery.route,
+                    delivery.state.as_str(),
+                    event.received_at.0,
+                    delivery.held_by,
+                ])
+                .map_err(|e| classify(&e))?;
+            created_deliveries = true;
+        }
+        outcomes.push(IngestOutcome::Stored);
     }
-    tx.commit().map_err(|e| classify(&e))?;
     Ok((outcomes, created_deliveries))
 }
 
