@@ -35,10 +35,12 @@ use gatehouse_store::StoreError;
 use crate::classify;
 
 /// The `seq` of the event with source `?1` and dedup key `?2`, merged or in
-/// the tail (`LIMIT 1`: during a run a key can be in both).
+/// the tail (`LIMIT 1`: during a run a key can be in both). The unary `+`
+/// keeps SQLite from walking a source index over every event of the source
+/// instead of the tail's rowid range (it did, on 120,000 events).
 pub(crate) const SEQ_BY_KEY: &str = "SELECT seq FROM dedup_keys WHERE source = ?1 AND dedup_key = ?2 \
      UNION ALL SELECT seq FROM events WHERE seq > (SELECT merged_through FROM dedup_merge) \
-       AND source = ?1 AND dedup_key = ?2 \
+       AND +source = ?1 AND +dedup_key = ?2 \
      LIMIT 1";
 
 /// Tail keys that start a merge run, unless the store's options say
@@ -368,6 +370,32 @@ mod tests {
         assert_eq!(
             store.ingest(vec![sample_event("t", &key(0))]).await.unwrap(),
             vec![IngestOutcome::Stored]
+        );
+    }
+
+    #[test]
+    fn a_lookup_reads_the_tail_by_rowid_not_the_whole_source() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("gatehouse.db");
+        drop(open(&path, 8));
+        let conn = open_connection(&path, &SqliteOptions::default(), true).expect("connect");
+        let mut plan = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", super::SEQ_BY_KEY))
+            .expect("explain");
+        let steps: Vec<String> = plan
+            .query_map(rusqlite::params!["s", "k"], |row| row.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(
+            steps.iter().any(|s| s.contains("dedup_keys USING PRIMARY KEY")),
+            "{steps:?}"
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("events USING INTEGER PRIMARY KEY (rowid>?)")),
+            "{steps:?}"
         );
     }
 
