@@ -27,6 +27,7 @@
 //! looked.
 
 use std::collections::HashMap;
+use std::sync::{mpsc, Arc};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -53,37 +54,53 @@ pub(crate) const DEFAULT_MERGE_THRESHOLD: usize = 16_384;
 /// ends when ingest is slow.
 const MIN_SLICE: usize = 64;
 
+/// source → dedup key → seq.
+type Keys = HashMap<Arc<str>, HashMap<Arc<str>, i64>>;
+
+/// A run's keys in `dedup_keys` order.
+type Sorted = Vec<(Arc<str>, Arc<str>, i64)>;
+
 /// The writer's view of deduplication: the tail's keys and the open run.
+///
+/// The tail is two generations: `current` gathers new keys; when it holds
+/// `threshold` of them it is frozen into `merging` (a swap, not a copy), a
+/// helper thread sorts it, and the writer merges the sorted run a slice per
+/// transaction. The sort and the final free happen off the writer thread:
+/// on the writer they stalled ingest for 4 and 7-12 ms per run (measured).
 pub(crate) struct DedupIndex {
-    /// source → dedup key → seq, for every event after `merged_through`
-    /// this writer knows of (committed, or added by the open transaction).
-    tail: HashMap<String, HashMap<String, i64>>,
-    /// Keys in `tail`.
-    tail_len: usize,
+    /// Keys of events after the frozen generation: committed, or added by
+    /// the open transaction.
+    current: Keys,
+    /// Keys in `current`.
+    current_len: usize,
+    /// The generation being merged, with the seq it runs through.
+    merging: Option<(Arc<Keys>, i64)>,
+    /// The sorted run, once the helper has sent it.
+    run: Option<MergeRun>,
+    /// Where the helper sends the sorted run.
+    sorted: Option<mpsc::Receiver<Sorted>>,
     /// The highest `events.seq` this writer has seen.
     known_max: i64,
-    /// The run being merged, if any.
-    run: Option<MergeRun>,
-    /// Tail size that starts a run.
+    /// Size of `current` that freezes it.
     threshold: usize,
     /// Keys added by the open transaction, removed again if it fails.
-    uncommitted: Vec<(String, String)>,
+    uncommitted: Vec<(Arc<str>, Arc<str>)>,
     /// `known_max` when the open transaction began.
     known_max_at_begin: i64,
 }
 
-/// Tail keys sorted as `dedup_keys` sorts them, merged a slice at a time.
+/// The frozen generation's keys in order, merged a slice at a time.
 struct MergeRun {
-    keys: Vec<(String, String, i64)>,
+    keys: Sorted,
     /// Keys before this one are committed to `dedup_keys`.
     next: usize,
-    /// Every key of an event up to this seq is in the run (or merged).
-    through: i64,
 }
 
 /// What one transaction merged; applied once it commits.
 pub(crate) struct MergeStep {
     next: usize,
+    /// The slice was the run's last: `merged_through` moved.
+    finished: bool,
 }
 
 impl DedupIndex {
@@ -94,16 +111,18 @@ impl DedupIndex {
             .query_row("SELECT merged_through FROM dedup_merge", [], |row| row.get(0))
             .map_err(|e| classify(&e))?;
         let mut index = Self {
-            tail: HashMap::new(),
-            tail_len: 0,
-            known_max: merged_through,
+            current: HashMap::new(),
+            current_len: 0,
+            merging: None,
             run: None,
+            sorted: None,
+            known_max: merged_through,
             threshold: threshold.max(1),
             uncommitted: Vec::new(),
             known_max_at_begin: merged_through,
         };
         index.catch_up(conn)?;
-        index.start_run_if_due();
+        index.freeze_if_due();
         Ok(index)
     }
 
@@ -138,26 +157,23 @@ impl DedupIndex {
             .map_err(|e| classify(&e))?;
         for row in found {
             let (source, key, seq) = row.map_err(|e| classify(&e))?;
-            self.remember(&source, key, seq);
+            self.remember(Arc::from(source), Arc::from(key), seq);
         }
         self.known_max = newest;
         Ok(())
     }
 
-    fn remember(&mut self, source: &str, key: String, seq: i64) {
-        let keys = match self.tail.get_mut(source) {
-            Some(keys) => keys,
-            None => self.tail.entry(source.to_owned()).or_default(),
-        };
-        if keys.insert(key, seq).is_none() {
-            self.tail_len += 1;
+    fn remember(&mut self, source: Arc<str>, key: Arc<str>, seq: i64) {
+        if self.current.entry(source).or_default().insert(key, seq).is_none() {
+            self.current_len += 1;
         }
     }
 
     /// The seq of the stored event with this key, if any.
     pub(crate) fn find(&self, conn: &Connection, source: &str, key: &str) -> Result<Option<i64>, StoreError> {
-        if let Some(seq) = self.tail.get(source).and_then(|keys| keys.get(key)) {
-            return Ok(Some(*seq));
+        let in_tail = |keys: &Keys| keys.get(source).and_then(|keys| keys.get(key)).copied();
+        if let Some(seq) = in_tail(&self.current).or_else(|| self.merging.as_ref().and_then(|(m, _)| in_tail(m))) {
+            return Ok(Some(seq));
         }
         conn.prepare_cached("SELECT seq FROM dedup_keys WHERE source = ?1 AND dedup_key = ?2")
             .map_err(|e| classify(&e))?
@@ -167,16 +183,29 @@ impl DedupIndex {
     }
 
     /// Records the key of an event the open transaction inserted.
-    pub(crate) fn inserted(&mut self, source: &str, key: &str, seq: i64) {
-        self.remember(source, key.to_owned(), seq);
-        self.uncommitted.push((source.to_owned(), key.to_owned()));
+    pub(crate) fn inserted(&mut self, source: &Arc<str>, key: &str, seq: i64) {
+        let key: Arc<str> = Arc::from(key);
+        self.remember(source.clone(), key.clone(), seq);
+        self.uncommitted.push((source.clone(), key));
         self.known_max = self.known_max.max(seq);
     }
 
     /// Merges the next slice of the open run (about twice the events this
     /// transaction stored, so runs end before the tail doubles).
-    pub(crate) fn merge_slice(&self, conn: &Connection, stored: usize) -> Result<Option<MergeStep>, StoreError> {
-        let Some(run) = &self.run else {
+    pub(crate) fn merge_slice(&mut self, conn: &Connection, stored: usize) -> Result<Option<MergeStep>, StoreError> {
+        if let Some(receiver) = &self.sorted {
+            let keys = match receiver.try_recv() {
+                Ok(keys) => Some(keys),
+                Err(mpsc::TryRecvError::Empty) => None,
+                // The helper died: sort here rather than never merge.
+                Err(mpsc::TryRecvError::Disconnected) => self.merging.as_ref().map(|(frozen, _)| sorted(frozen)),
+            };
+            if let Some(keys) = keys {
+                self.sorted = None;
+                self.run = Some(MergeRun { keys, next: 0 });
+            }
+        }
+        let (Some(run), Some((_, through))) = (&self.run, &self.merging) else {
             return Ok(None);
         };
         let end = (run.next + MIN_SLICE.max(stored * 2)).min(run.keys.len());
@@ -186,81 +215,93 @@ impl DedupIndex {
             )
             .map_err(|e| classify(&e))?;
         for (source, key, seq) in &run.keys[run.next..end] {
-            insert.execute(params![source, key, seq]).map_err(|e| classify(&e))?;
+            insert
+                .execute(params![&**source, &**key, seq])
+                .map_err(|e| classify(&e))?;
         }
-        if end == run.keys.len() {
+        let finished = end == run.keys.len();
+        if finished {
             conn.execute(
                 "UPDATE dedup_merge SET merged_through = max(merged_through, ?1)",
-                params![run.through],
+                params![through],
             )
             .map_err(|e| classify(&e))?;
         }
-        Ok(Some(MergeStep { next: end }))
+        Ok(Some(MergeStep { next: end, finished }))
     }
 
     /// The open transaction committed: its keys stay, its slice is merged.
     pub(crate) fn committed(&mut self, step: Option<MergeStep>) {
         self.uncommitted.clear();
-        if let (Some(step), Some(run)) = (step, self.run.as_mut()) {
-            run.next = step.next;
-            if run.next == run.keys.len() {
-                self.finish_run();
+        if let Some(step) = step {
+            if step.finished {
+                // Every key of the frozen generation is in dedup_keys and
+                // merged_through moved. Freeing ~16,000 keys takes
+                // milliseconds: the helper does it.
+                let done = (self.merging.take(), self.run.take());
+                if let Err(error) = std::thread::Builder::new()
+                    .name("gatehouse-sqlite-dedup".into())
+                    .spawn(move || drop(done))
+                {
+                    tracing::debug!(%error, "Freeing a merged dedup run on the writer.");
+                }
+            } else if let Some(run) = self.run.as_mut() {
+                run.next = step.next;
             }
         }
-        self.start_run_if_due();
+        self.freeze_if_due();
     }
 
     /// The open transaction rolled back: forget the keys it added.
     pub(crate) fn rolled_back(&mut self) {
         for (source, key) in self.uncommitted.drain(..) {
-            if let Some(keys) = self.tail.get_mut(&source) {
+            if let Some(keys) = self.current.get_mut(&source) {
                 if keys.remove(&key).is_some() {
-                    self.tail_len -= 1;
+                    self.current_len -= 1;
                 }
             }
         }
         self.known_max = self.known_max_at_begin;
     }
 
-    /// Every key of the run is in `dedup_keys` and `merged_through` moved:
-    /// they leave the tail.
-    fn finish_run(&mut self) {
-        let Some(run) = self.run.take() else {
+    /// Freezes `current` once it is large enough and no run is open, and
+    /// has it sorted off the writer thread.
+    fn freeze_if_due(&mut self) {
+        if self.merging.is_some() || self.current_len < self.threshold {
             return;
-        };
-        for (source, key, seq) in run.keys {
-            if let Some(keys) = self.tail.get_mut(&source) {
-                if keys.get(&key) == Some(&seq) {
-                    keys.remove(&key);
-                    self.tail_len -= 1;
-                }
+        }
+        let frozen = Arc::new(std::mem::take(&mut self.current));
+        self.current_len = 0;
+        self.merging = Some((frozen.clone(), self.known_max));
+        let (sender, receiver) = mpsc::channel();
+        let to_sort = frozen.clone();
+        let spawned = std::thread::Builder::new()
+            .name("gatehouse-sqlite-dedup".into())
+            .spawn(move || {
+                let _ = sender.send(sorted(&to_sort));
+            });
+        match spawned {
+            Ok(_) => self.sorted = Some(receiver),
+            Err(error) => {
+                tracing::warn!(%error, "Cannot start the dedup sort thread; sorting on the writer.");
+                self.run = Some(MergeRun {
+                    keys: sorted(&frozen),
+                    next: 0,
+                });
             }
         }
-        self.tail.retain(|_, keys| !keys.is_empty());
     }
+}
 
-    fn start_run_if_due(&mut self) {
-        if self.run.is_some() || self.tail_len < self.threshold {
-            return;
-        }
-        let mut keys: Vec<(String, String, i64)> = self
-            .tail
-            .iter()
-            .flat_map(|(source, keys)| keys.iter().map(move |(key, seq)| (source.clone(), key.clone(), *seq)))
-            .collect();
-        // SQLite compares TEXT bytewise (BINARY), as `str` orders.
-        keys.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        tracing::debug!(
-            keys = keys.len(),
-            through = self.known_max,
-            "Merging a run of dedup keys."
-        );
-        self.run = Some(MergeRun {
-            keys,
-            next: 0,
-            through: self.known_max,
-        });
-    }
+/// The keys in `dedup_keys` order: SQLite compares TEXT bytewise (BINARY),
+/// as `str` orders.
+fn sorted(keys: &Keys) -> Sorted {
+    let mut sorted: Sorted = keys
+        .iter()
+        .flat_map(|(source, keys)| keys.iter().map(move |(key, seq)| (source.clone(), key.clone(), *seq)))
+        .collect();
+    sorted.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    sorted
 }
 
 #[cfg(test)]
@@ -328,25 +369,49 @@ mod tests {
         }
         assert_eq!(stored, 200);
         assert_eq!(count(&path, "SELECT count(*) FROM events"), 200);
+        // Runs are sorted on a helper thread and merged by later
+        // transactions; one that stores nothing still merges a slice.
+        for _ in 0..500 {
+            if count(&path, "SELECT merged_through FROM dedup_merge") >= 100 {
+                break;
+            }
+            store.ingest(vec![sample_event("s", &key(0))]).await.expect("ingest");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         let merged = count(&path, "SELECT count(*) FROM dedup_keys");
         let through = count(&path, "SELECT merged_through FROM dedup_merge");
         assert!(
-            merged >= 150 && through >= 150,
+            merged >= 100 && through >= 100,
             "runs merged: {merged} keys, through {through}"
         );
-        assert!(merged < 200, "the newest keys are still in the tail");
         assert_eq!(
             count(&path, "SELECT count(*) FROM events WHERE seq <= (SELECT merged_through FROM dedup_merge) AND seq NOT IN (SELECT seq FROM dedup_keys)"),
             0,
             "everything up to merged_through is in dedup_keys"
         );
-        for n in [0, 1, 99, 150, 198, 199] {
+        // One more key stays in the tail (fewer than the threshold).
+        assert_eq!(
+            store.ingest(vec![sample_event("s", &key(200))]).await.unwrap(),
+            vec![IngestOutcome::Stored]
+        );
+        assert_eq!(
+            count(
+                &path,
+                &format!("SELECT count(*) FROM dedup_keys WHERE dedup_key = '{}'", key(200))
+            ),
+            0
+        );
+        for n in [0, 1, 99, 150, 198, 199, 200] {
             assert!(is_found(&store, n).await, "event {n}");
         }
-        assert!(!is_found(&store, 200).await);
+        assert!(!is_found(&store, 201).await);
+        let counted = count(
+            &path,
+            "SELECT sum(duplicates) FROM events WHERE dedup_key <> 'evt_00000000'",
+        );
         assert_eq!(
-            count(&path, "SELECT sum(duplicates) FROM events"),
-            2 * 29,
+            counted,
+            2 * 29 - 2,
             "each batch's two repeats are counted on their originals"
         );
 
@@ -354,16 +419,16 @@ mod tests {
         drop(store);
         let store = open(&path, 8);
         let again = store
-            .ingest((0..200).map(|n| sample_event("s", &key(n))).collect())
+            .ingest((0..=200).map(|n| sample_event("s", &key(n))).collect())
             .await
             .expect("ingest");
         assert!(
             again.iter().all(|o| matches!(o, IngestOutcome::Duplicate { .. })),
             "{again:?}"
         );
-        assert_eq!(count(&path, "SELECT count(*) FROM events"), 200);
+        assert_eq!(count(&path, "SELECT count(*) FROM events"), 201);
         assert_eq!(
-            store.ingest(vec![sample_event("s", &key(200))]).await.unwrap(),
+            store.ingest(vec![sample_event("s", &key(201))]).await.unwrap(),
             vec![IngestOutcome::Stored]
         );
         // Another source may use the same key.
