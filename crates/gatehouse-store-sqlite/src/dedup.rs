@@ -13,9 +13,9 @@
 //!   The writer holds them in memory ([`DedupIndex`]); readers scan the
 //!   tail's rows, a rowid range of at most a couple of merge runs.
 //!
-//! Once the tail holds `threshold` keys, the writer sorts them into a merge
-//! run and inserts it into `dedup_keys` a slice per ingest transaction, in
-//! key order, so the entries of a run share leaves: over a run each leaf is
+//! Once the tail holds `threshold` new keys, they are sorted into a merge
+//! run (on a helper thread) and the writer inserts the run into
+//! `dedup_keys` a slice per ingest transaction, in key order, so the entries of a run share leaves: over a run each leaf is
 //! written about once, not once per event. The run's last slice moves
 //! `merged_through` in the same transaction, so a reader sees each key in
 //! one place or both, never in neither.
