@@ -442,6 +442,10 @@ mod tests {
             self.store.max_concurrent_batches()
         }
 
+        fn gathers_ingests(&self) -> bool {
+            self.store.gathers_ingests()
+        }
+
         async fn ingest(&self, batch: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StoreError> {
             self.store.ingest(batch).await
         }

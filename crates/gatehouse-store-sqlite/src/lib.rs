@@ -216,6 +216,14 @@ impl Store for SqliteStore {
         8
     }
 
+    /// The writer merges every ingest queued while it committed the last
+    /// one (see `write::run`), so each request can hand its event straight
+    /// over. Measured at concurrency 64: about 12 % more acks/s than
+    /// gathering batches in the server first (four interleaved pairs).
+    fn gathers_ingests(&self) -> bool {
+        true
+    }
+
     async fn ingest(&self, batch: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());

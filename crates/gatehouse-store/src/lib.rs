@@ -266,6 +266,15 @@ pub trait Store: Send + Sync + 'static {
     /// PostgreSQL commits several batches in parallel.
     fn max_concurrent_batches(&self) -> usize;
 
+    /// Whether the store itself merges concurrent [`Store::ingest`] calls
+    /// into shared commits (SQLite's single writer commits whatever queued
+    /// up in one transaction). Ingest then hands each event over as it
+    /// arrives instead of gathering batches first, which saves two task
+    /// hand-offs on every request's path.
+    fn gathers_ingests(&self) -> bool {
+        false
+    }
+
     /// Commits a batch of verified events in one transaction and returns one
     /// outcome per event, in order. All or nothing: on `Err` none is stored.
     async fn ingest(&self, batch: Vec<NewEvent>) -> Result<Vec<IngestOutcome>, StoreError>;

@@ -2,6 +2,8 @@
 //! sends its event here and waits; a dispatcher gathers whatever is queued
 //! into a batch while the previous batch commits, so under load one fsync
 //! acknowledges hundreds of events, and at idle a lone event commits at once.
+//! A store that merges concurrent ingests itself (SQLite's single writer)
+//! gets each event directly, without the dispatcher in between.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,31 +31,85 @@ pub enum CommitError {
 type Reply = oneshot::Sender<Result<IngestOutcome, CommitError>>;
 
 /// The handle handlers use to commit events.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Committer {
-    queue: mpsc::Sender<(NewEvent, Reply)>,
+    route: Route,
+}
+
+/// How events reach the store.
+#[derive(Clone)]
+enum Route {
+    /// Through the dispatcher, which gathers them into batches.
+    Gathered(mpsc::Sender<(NewEvent, Reply)>),
+    /// Straight to a store that gathers concurrent ingests itself.
+    Direct { store: Arc<dyn Store>, timeout: Duration },
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let route = match &self.route {
+            Route::Gathered(_) => "gathered",
+            Route::Direct { .. } => "direct",
+        };
+        f.debug_struct("Committer").field("route", &route).finish()
+    }
 }
 
 impl Committer {
-    /// Starts the dispatcher. It stops once every [`Committer`] clone is
-    /// dropped and the queued events are committed; await the handle to know.
+    /// Starts the dispatcher (unless the store gathers ingests itself). It
+    /// stops once every [`Committer`] clone is dropped and the queued
+    /// events are committed; await the handle to know.
     pub fn start(store: Arc<dyn Store>, max_batch: usize, timeout: Duration) -> (Self, JoinHandle<()>) {
+        if store.gathers_ingests() {
+            // Nothing queues here: each request awaits its own commit, and
+            // graceful shutdown waits for the requests.
+            let route = Route::Direct { store, timeout };
+            return (Self { route }, tokio::spawn(async {}));
+        }
         // Enough room that bursts queue instead of failing; handlers wait on
         // their reply anyway, so the queue is bounded by in-flight requests.
         let (queue, receiver) = mpsc::channel(max_batch.saturating_mul(8).max(1024));
         let task = tokio::spawn(dispatch(store, receiver, max_batch, timeout));
-        (Self { queue }, task)
+        let route = Route::Gathered(queue);
+        (Self { route }, task)
     }
 
     /// Commits one event (in a batch with whatever else is waiting) and
     /// returns once its transaction has committed or failed.
     pub async fn commit(&self, event: NewEvent) -> Result<IngestOutcome, CommitError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((event, reply))
-            .await
-            .map_err(|_| CommitError::Stopped)?;
-        answer.await.map_err(|_| CommitError::Stopped)?
+        match &self.route {
+            Route::Gathered(queue) => {
+                let (reply, answer) = oneshot::channel();
+                queue.send((event, reply)).await.map_err(|_| CommitError::Stopped)?;
+                answer.await.map_err(|_| CommitError::Stopped)?
+            }
+            Route::Direct { store, timeout } => {
+                let outcomes = match tokio::time::timeout(*timeout, store.ingest(vec![event])).await {
+                    Ok(Ok(outcomes)) => outcomes,
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "Event not committed; answering 503.");
+                        return Err(CommitError::Store(error));
+                    }
+                    Err(_) => {
+                        tracing::warn!(?timeout, "Commit timed out; answering 503.");
+                        return Err(CommitError::TimedOut(*timeout));
+                    }
+                };
+                match <[IngestOutcome; 1]>::try_from(outcomes) {
+                    Ok([outcome]) => Ok(outcome),
+                    Err(outcomes) => {
+                        tracing::error!(
+                            expected = 1,
+                            got = outcomes.len(),
+                            "Store returned the wrong number of outcomes."
+                        );
+                        Err(CommitError::Store(StoreError::Internal(
+                            "outcome count mismatch".into(),
+                        )))
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -139,5 +195,52 @@ async fn commit_batch(store: &dyn Store, batch: Vec<(NewEvent, Reply)>, timeout:
 fn fail_all(replies: Vec<Reply>, error: impl Fn() -> CommitError) {
     for reply in replies {
         let _ = reply.send(Err(error()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use gatehouse_store::conformance::sample_event;
+    use gatehouse_store::{IngestOutcome, Store};
+    use gatehouse_store_sqlite::{SqliteOptions, SqliteStore};
+
+    use super::Committer;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gathering_store_gets_each_event_directly_and_dedupes_across_requests() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("g.db"), SqliteOptions::default()).expect("open"));
+        let (committer, dispatcher) = Committer::start(store.clone(), 512, Duration::from_secs(5));
+        assert!(format!("{committer:?}").contains("direct"), "{committer:?}");
+        dispatcher.await.expect("no dispatcher runs for a gathering store");
+
+        // Concurrent requests, two of them for the same provider event.
+        let commits: Vec<_> = (0..40)
+            .map(|n| {
+                let committer = committer.clone();
+                let key = if n == 39 {
+                    "evt_0".to_string()
+                } else {
+                    format!("evt_{n}")
+                };
+                tokio::spawn(async move { committer.commit(sample_event("stripe", &key)).await })
+            })
+            .collect();
+        let mut stored = 0;
+        let mut duplicates = 0;
+        for commit in commits {
+            match commit.await.expect("task").expect("committed") {
+                IngestOutcome::Stored => stored += 1,
+                IngestOutcome::Duplicate { .. } => duplicates += 1,
+            }
+        }
+        assert_eq!((stored, duplicates), (39, 1));
+        let counts = store.source_counts().await.expect("counts");
+        assert_eq!(counts.len(), 1);
+        assert_eq!((counts[0].events, counts[0].duplicates), (39, 1));
     }
 }
