@@ -138,7 +138,9 @@ impl DedupIndex {
 
     fn catch_up(&mut self, conn: &Connection) -> Result<(), StoreError> {
         let newest: i64 = conn
-            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| row.get(0))
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")
+            .map_err(|e| classify(&e))?
+            .query_row([], |row| row.get(0))
             .map_err(|e| classify(&e))?;
         if newest <= self.known_max {
             return Ok(());
