@@ -75,7 +75,10 @@ pub struct ServerConfig {
     /// How long a request waits for its batch to commit before answering 503.
     #[serde(default = "default_commit_timeout", with = "units::duration")]
     pub commit_timeout: Duration,
-    /// Most events committed in one transaction.
+    /// Most events gathered into one batch before it is handed to the
+    /// store (PostgreSQL, whose batches commit in parallel). SQLite takes
+    /// each event as it arrives and commits every event waiting, up to
+    /// 2,048 per transaction, whatever this says.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
 }
