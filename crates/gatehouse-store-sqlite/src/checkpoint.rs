@@ -143,31 +143,36 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let db = dir.path().join("g.db");
         let writer = open_connection(&db, &SqliteOptions::default(), false).expect("writer");
+        let other = open_connection(&db, &SqliteOptions::default(), false).expect("other");
         writer
             .execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x BLOB);")
             .expect("setup");
-        for _ in 0..50 {
-            writer
-                .execute("INSERT INTO t VALUES (zeroblob(8000))", [])
-                .expect("insert");
-        }
+        let insert = |n: usize| {
+            for _ in 0..n {
+                writer
+                    .execute("INSERT INTO t VALUES (zeroblob(8000))", [])
+                    .expect("insert");
+            }
+        };
         let reset = ResetRequest::default();
-        reset.finish_if_asked(&writer);
-        let before =
-            passive_checkpoint(&open_connection(&db, &SqliteOptions::default(), false).expect("other")).expect("state");
-        assert!(
-            before.frames >= 50,
-            "nothing was checkpointed automatically: {before:?}"
-        );
 
+        // Not asked: the writer copies nothing, so the WAL keeps growing.
+        insert(50);
+        reset.finish_if_asked(&writer);
+        insert(1);
+        let unasked = passive_checkpoint(&other).expect("state");
+        assert!(unasked.frames > 50, "the WAL went on: {unasked:?}");
+
+        // Asked: the writer copies what is left and the next commit starts
+        // the WAL over. (`other` copied everything above, so the next
+        // insert restarted it; these 50 frames are new.)
+        insert(50);
         reset.ask();
         reset.finish_if_asked(&writer);
         assert!(!reset.0.load(Ordering::Acquire), "the request is used up");
-        writer
-            .execute("INSERT INTO t VALUES (zeroblob(8000))", [])
-            .expect("insert");
-        let after = passive_checkpoint(&writer).expect("state");
-        assert!(after.frames < 10, "the WAL started over: {after:?}");
+        insert(1);
+        let asked = passive_checkpoint(&other).expect("state");
+        assert!(asked.frames < 10, "the WAL started over: {asked:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
