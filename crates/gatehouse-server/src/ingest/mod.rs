@@ -176,6 +176,9 @@ async fn receive(
         deliveries,
         origin: gatehouse_core::EventOrigin::Live,
     };
+    // The request's header values share hyper's read buffer too (see
+    // `read_body`); everything needed from them is copied by now.
+    drop(parts);
     match state.committer.commit(event).await {
         Ok(outcome) => {
             let (status, answered_id) = match outcome {
@@ -237,7 +240,11 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         return Err(too_large());
     }
     match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+        // A copy of exactly the body's size: the chunk hyper hands over is a
+        // slice of the connection's 8 KiB read buffer (hyper has already
+        // moved on to a new one), and kept until the commit it would hold
+        // that whole buffer and have it freed on the store's writer thread.
+        Ok(collected) => Ok(Bytes::copy_from_slice(&collected.to_bytes())),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(_) => Err(error(
             StatusCode::BAD_REQUEST,
