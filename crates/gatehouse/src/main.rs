@@ -12,6 +12,14 @@ mod send;
 use anyhow::Result;
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: every ingested event is allocated on
+/// a tokio worker and freed on the SQLite writer thread, and hyper allocates
+/// an 8 KiB read buffer per request; glibc serves both through its locked
+/// arena path (`malloc_consolidate`, `_int_free`: 15 % of the workers' and
+/// 8 % of the writer's time, profiled), mimalloc through per-thread pages.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     match run(args) {
