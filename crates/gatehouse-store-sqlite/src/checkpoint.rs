@@ -63,9 +63,33 @@ impl ResetRequest {
     }
 }
 
-/// The checkpointer thread. Dropping this handle stops it.
+/// The checkpointer thread. Dropping this handle stops it and waits until
+/// its connection is closed.
 pub(crate) struct Checkpointer {
-    _stop: mpsc::Sender<()>,
+    stop: mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.stop, closed));
+        if let Some(thread) = self.thread.take() {
+            join_unless_current(thread, "checkpoint");
+        }
+    }
+}
+
+/// Waits for a store thread to finish, unless the caller is that thread
+/// (the last handle to the store dropped by its own work), which cannot
+/// wait for itself and finishes on its own once the caller returns.
+pub(crate) fn join_unless_current(thread: std::thread::JoinHandle<()>, name: &str) {
+    if thread.thread().id() == std::thread::current().id() {
+        return;
+    }
+    if thread.join().is_err() {
+        tracing::error!(thread = name, "A SQLite store thread panicked.");
+    }
 }
 
 impl Checkpointer {
@@ -74,11 +98,14 @@ impl Checkpointer {
     pub(crate) fn start(path: &Path, options: &SqliteOptions, reset: ResetRequest) -> Result<Self, StoreError> {
         let conn = open_connection(path, options, false)?;
         let (stop, stopped) = mpsc::channel::<()>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("gatehouse-sqlite-checkpoint".into())
             .spawn(move || run(&conn, &stopped, &reset))
             .map_err(|e| StoreError::Internal(format!("cannot start the SQLite checkpoint thread: {e}")))?;
-        Ok(Self { _stop: stop })
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -136,6 +163,40 @@ mod tests {
         let mut name = db.as_os_str().to_owned();
         name.push("-wal");
         std::fs::metadata(name).map(|m| m.len()).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn dropping_the_store_closes_its_connections_and_removes_the_wal() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join("g.db");
+        let store = SqliteStore::open(&db, SqliteOptions::default()).expect("open");
+        for n in 0..200 {
+            store
+                .ingest(vec![sample_event("stripe", &format!("evt_{n}"))])
+                .await
+                .expect("ingest");
+        }
+        assert!(store
+            .event_by_dedup_key("stripe", "evt_7")
+            .await
+            .expect("read")
+            .is_some());
+        assert!(wal_bytes(&db) > 0, "the WAL is in use while the store is open");
+        drop(store);
+        // No waiting here: the process may exit right after the drop.
+        for suffix in ["-wal", "-shm"] {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            assert!(
+                !Path::new(&name).exists(),
+                "{suffix} left behind after the store was dropped"
+            );
+        }
+        let conn = open_connection(&db, &SqliteOptions::default(), true).expect("reopen");
+        let events: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(events, 200);
     }
 
     #[test]

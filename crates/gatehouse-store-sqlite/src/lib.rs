@@ -79,6 +79,23 @@ pub struct SqliteStore {
     deliveries_ready: Arc<Notify>,
     /// Stops the checkpoint thread when the store is dropped.
     _checkpointer: checkpoint::Checkpointer,
+    /// The writer thread, joined when the store is dropped.
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    /// Closes the writer's queue and waits for the writer to commit what
+    /// is queued and close its connection. The last connection to close
+    /// checkpoints and removes the WAL; without the wait the process could
+    /// exit (right after a graceful shutdown) with the thread mid-close and
+    /// leave the `-wal` and `-shm` files behind.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.writer, closed));
+        if let Some(thread) = self.writer_thread.take() {
+            checkpoint::join_unless_current(thread, "writer");
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -115,7 +132,7 @@ impl SqliteStore {
         let checkpointer = checkpoint::Checkpointer::start(path, &options, reset.clone())?;
         let readers = Arc::new(read::ReaderPool::new(path.to_path_buf(), options.clone()));
         let (sender, receiver) = mpsc::channel();
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("gatehouse-sqlite-writer".into())
             .spawn(move || write::run(writer_conn, dedup, receiver, syncer, reset))
             .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer thread: {e}")))?;
@@ -125,6 +142,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             deliveries_ready: Arc::new(Notify::new()),
             _checkpointer: checkpointer,
+            writer_thread: Some(writer_thread),
         })
     }
 
