@@ -72,18 +72,17 @@ pub(crate) struct Checkpointer {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        let (closed, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.stop, closed));
-        if let Some(thread) = self.thread.take() {
-            join_unless_current(thread, "checkpoint");
-        }
+        close_and_join(&mut self.stop, self.thread.take(), "checkpoint");
     }
 }
 
-/// Waits for a store thread to finish, unless the caller is that thread
-/// (the last handle to the store dropped by its own work), which cannot
-/// wait for itself and finishes on its own once the caller returns.
-pub(crate) fn join_unless_current(thread: std::thread::JoinHandle<()>, name: &str) {
+/// Drops `sender` (the thread's queue, which tells it to stop) and waits
+/// for the thread to finish, unless the caller is that thread (the last
+/// handle to the store dropped by its own work), which cannot wait for
+/// itself and finishes on its own once the caller returns.
+pub(crate) fn close_and_join<T>(sender: &mut mpsc::Sender<T>, thread: Option<std::thread::JoinHandle<()>>, name: &str) {
+    drop(std::mem::replace(sender, mpsc::channel().0));
+    let Some(thread) = thread else { return };
     if thread.thread().id() == std::thread::current().id() {
         return;
     }

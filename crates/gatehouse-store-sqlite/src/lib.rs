@@ -90,11 +90,7 @@ impl Drop for SqliteStore {
     /// exit (right after a graceful shutdown) with the thread mid-close and
     /// leave the `-wal` and `-shm` files behind.
     fn drop(&mut self) {
-        let (closed, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.writer, closed));
-        if let Some(thread) = self.writer_thread.take() {
-            checkpoint::join_unless_current(thread, "writer");
-        }
+        checkpoint::close_and_join(&mut self.writer, self.writer_thread.take(), "writer");
     }
 }
 
