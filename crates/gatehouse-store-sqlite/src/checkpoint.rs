@@ -72,22 +72,7 @@ pub(crate) struct Checkpointer {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        close_and_join(&mut self.stop, self.thread.take(), "checkpoint");
-    }
-}
-
-/// Drops `sender` (the thread's queue, which tells it to stop) and waits
-/// for the thread to finish, unless the caller is that thread (the last
-/// handle to the store dropped by its own work), which cannot wait for
-/// itself and finishes on its own once the caller returns.
-pub(crate) fn close_and_join<T>(sender: &mut mpsc::Sender<T>, thread: Option<std::thread::JoinHandle<()>>, name: &str) {
-    drop(std::mem::replace(sender, mpsc::channel().0));
-    let Some(thread) = thread else { return };
-    if thread.thread().id() == std::thread::current().id() {
-        return;
-    }
-    if thread.join().is_err() {
-        tracing::error!(thread = name, "A SQLite store thread panicked.");
+        crate::close_and_join(&mut self.stop, self.thread.take(), "checkpoint");
     }
 }
 

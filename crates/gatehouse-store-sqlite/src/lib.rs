@@ -90,7 +90,22 @@ impl Drop for SqliteStore {
     /// exit (right after a graceful shutdown) with the thread mid-close and
     /// leave the `-wal` and `-shm` files behind.
     fn drop(&mut self) {
-        checkpoint::close_and_join(&mut self.writer, self.writer_thread.take(), "writer");
+        close_and_join(&mut self.writer, self.writer_thread.take(), "writer");
+    }
+}
+
+/// Drops `sender` (the thread's queue, which tells it to stop) and waits
+/// for the thread to finish, unless the caller is that thread (the last
+/// handle to the store dropped by its own work), which cannot wait for
+/// itself and finishes on its own once the caller returns.
+pub(crate) fn close_and_join<T>(sender: &mut mpsc::Sender<T>, thread: Option<std::thread::JoinHandle<()>>, name: &str) {
+    drop(std::mem::replace(sender, mpsc::channel().0));
+    let Some(thread) = thread else { return };
+    if thread.thread().id() == std::thread::current().id() {
+        return;
+    }
+    if thread.join().is_err() {
+        tracing::error!(thread = name, "A SQLite store thread panicked.");
     }
 }
 
