@@ -74,10 +74,7 @@ fn run(mut wal: WalFile, answers: mpsc::Receiver<Settle>) {
             tracing::error!(%error, "Syncing the SQLite WAL failed; answering 503 to the writes waiting on it.");
         }
         for settle in waiting {
-            settle(match &synced {
-                Ok(()) => Ok(()),
-                Err(error) => Err(StoreError::Unavailable(error.to_string())),
-            });
+            settle(synced.clone());
         }
     }
 }

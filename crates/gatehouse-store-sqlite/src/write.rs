@@ -126,14 +126,14 @@ fn ingest_group(
             for (size, reply) in sizes.into_iter().zip(replies) {
                 let answer = match &synced {
                     Ok(()) => Ok(((&mut outcomes).take(size).collect(), created_deliveries)),
-                    Err(error) => Err(same_error(error)),
+                    Err(error) => Err(error.clone()),
                 };
                 let _ = reply.send(answer);
             }
         })),
         Err(error) => {
             for reply in replies {
-                let _ = reply.send(Err(same_error(&error)));
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }
@@ -141,19 +141,6 @@ fn ingest_group(
 
 /// The answer channel of one ingest batch.
 type IngestReply = oneshot::Sender<Result<(Vec<IngestOutcome>, bool), StoreError>>;
-
-/// A copy of `error` for each batch of a failed group.
-fn same_error(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
-        StoreError::Internal(message) => StoreError::Internal(message.clone()),
-        StoreError::Conflict(message) => StoreError::Conflict(message.clone()),
-        StoreError::SchemaTooNew { found, supported } => StoreError::SchemaTooNew {
-            found: *found,
-            supported: *supported,
-        },
-    }
-}
 
 /// Commits a batch in one transaction, with the deliveries of the events it
 /// stores. Any error rolls the whole batch back (the transaction is dropped

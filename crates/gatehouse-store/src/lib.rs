@@ -220,7 +220,7 @@ pub struct PruneReport {
 }
 
 /// A storage failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or cannot write (down, disk full,
     /// read-only, locked past the timeout). Ingest answers 503 so the

@@ -15,7 +15,7 @@ use gatehouse_core::NewEvent;
 use gatehouse_store::{IngestOutcome, Store, StoreError};
 
 /// Why an event could not be committed. Every variant means "answer 503".
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CommitError {
     /// The store failed the batch.
     #[error(transparent)]
@@ -83,32 +83,10 @@ impl Committer {
                 queue.send((event, reply)).await.map_err(|_| CommitError::Stopped)?;
                 answer.await.map_err(|_| CommitError::Stopped)?
             }
-            Route::Direct { store, timeout } => {
-                let outcomes = match tokio::time::timeout(*timeout, store.ingest(vec![event])).await {
-                    Ok(Ok(outcomes)) => outcomes,
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "Event not committed; answering 503.");
-                        return Err(CommitError::Store(error));
-                    }
-                    Err(_) => {
-                        tracing::warn!(?timeout, "Commit timed out; answering 503.");
-                        return Err(CommitError::TimedOut(*timeout));
-                    }
-                };
-                match <[IngestOutcome; 1]>::try_from(outcomes) {
-                    Ok([outcome]) => Ok(outcome),
-                    Err(outcomes) => {
-                        tracing::error!(
-                            expected = 1,
-                            got = outcomes.len(),
-                            "Store returned the wrong number of outcomes."
-                        );
-                        Err(CommitError::Store(StoreError::Internal(
-                            "outcome count mismatch".into(),
-                        )))
-                    }
-                }
-            }
+            Route::Direct { store, timeout } => ingest_within(&**store, vec![event], *timeout)
+                .await?
+                .pop()
+                .ok_or_else(|| CommitError::Store(StoreError::Internal("no outcome for the event".into()))),
         }
     }
 }
@@ -156,45 +134,48 @@ async fn dispatch(
 
 async fn commit_batch(store: &dyn Store, batch: Vec<(NewEvent, Reply)>, timeout: Duration) {
     let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.into_iter().unzip();
-    let size = events.len();
-    match tokio::time::timeout(timeout, store.ingest(events)).await {
-        Ok(Ok(outcomes)) if outcomes.len() == size => {
+    match ingest_within(store, events, timeout).await {
+        Ok(outcomes) => {
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(outcome));
             }
         }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// Commits `events` in one [`Store::ingest`] call within `timeout`, and
+/// checks the store returned one outcome per event.
+async fn ingest_within(
+    store: &dyn Store,
+    events: Vec<NewEvent>,
+    timeout: Duration,
+) -> Result<Vec<IngestOutcome>, CommitError> {
+    let size = events.len();
+    match tokio::time::timeout(timeout, store.ingest(events)).await {
+        Ok(Ok(outcomes)) if outcomes.len() == size => Ok(outcomes),
         Ok(Ok(outcomes)) => {
             tracing::error!(
                 expected = size,
                 got = outcomes.len(),
                 "Store returned the wrong number of outcomes."
             );
-            fail_all(replies, || {
-                CommitError::Store(StoreError::Internal("outcome count mismatch".into()))
-            });
+            Err(CommitError::Store(StoreError::Internal(
+                "outcome count mismatch".into(),
+            )))
         }
         Ok(Err(error)) => {
             tracing::warn!(%error, batch = size, "Batch not committed; answering 503.");
-            let message = error.to_string();
-            let unavailable = error.is_unavailable();
-            fail_all(replies, || {
-                if unavailable {
-                    CommitError::Store(StoreError::Unavailable(message.clone()))
-                } else {
-                    CommitError::Store(StoreError::Internal(message.clone()))
-                }
-            });
+            Err(CommitError::Store(error))
         }
         Err(_) => {
             tracing::warn!(batch = size, ?timeout, "Batch commit timed out; answering 503.");
-            fail_all(replies, || CommitError::TimedOut(timeout));
+            Err(CommitError::TimedOut(timeout))
         }
-    }
-}
-
-fn fail_all(replies: Vec<Reply>, error: impl Fn() -> CommitError) {
-    for reply in replies {
-        let _ = reply.send(Err(error()));
     }
 }
 
