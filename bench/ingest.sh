@@ -3,14 +3,21 @@
 # bare hyper server (the machine's limit), then against gatehouse on SQLite
 # (and PostgreSQL when GATEHOUSE_BENCH_POSTGRES_URL is set), all in one run.
 #
+# The bare server and gatehouse on SQLite take turns for ROUNDS rounds, each
+# SQLite round on a fresh database, and the targets are checked against the
+# medians: the machine is shared and its speed drifts by a quarter within
+# minutes, so one pair measured a minute apart can move the share by several
+# points either way.
+#
 # Usage: bench/ingest.sh
 # Environment:
 #   DURATION                       length of each load, default 10s
+#   ROUNDS                         bare/SQLite pairs, default 3
 #   CONCURRENCY                    workers/connections, default 64
 #   BODY_SIZE                      request body bytes, default 1024
 #   CARGO_TARGET_DIR               default /root/.cache/gatehouse-target
 #   GATEHOUSE_BENCH_POSTGRES_URL   e.g. postgres://postgres@127.0.0.1:5432/postgres;
-#                                  a fresh database is created and dropped per run
+#                                  a fresh database is created and dropped per load
 #   GATEHOUSE_BENCH_LOG            gatehouse --log filter, default info
 #   SKIP_BUILD=1                   use the release binaries already built
 #   KEEP=1                         keep the temp dir (configs, logs, JSON results)
@@ -21,6 +28,7 @@
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
 CONCURRENCY=${CONCURRENCY:-64}
 BODY_SIZE=${BODY_SIZE:-1024}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/gatehouse-target}
@@ -64,7 +72,6 @@ load() {
 }
 
 rows=()
-declare -A result=()
 
 # row LABEL JSON RATIO RSS: one line of the results table.
 row() {
@@ -74,12 +81,10 @@ row() {
     rows+=("| $1 | $rate | $(field "$json" p50_ms) | $(field "$json" p99_ms) | $bad | $3 | $4 |")
 }
 
-# bench_gatehouse LABEL STORAGE_URL COUNT_CMD...: starts gatehouse on the
-# storage, runs the peak and the half-rate loads, checks the stored row count.
-bench_gatehouse() {
-    local label=$1 storage=$2 tag
-    shift 2
-    tag=${label,,}
+# start_gatehouse TAG STORAGE_URL: writes a config for STORAGE_URL and starts
+# gatehouse on it. Sets SERVER_PID and SERVER_URL.
+start_gatehouse() {
+    local tag=$1 storage=$2
     local config="$work/$tag.toml"
     cat >"$config" <<EOF
 [server]
@@ -93,43 +98,84 @@ name = "stripe"
 provider = "stripe"
 secrets = ["env:GATEHOUSE_BENCH_SECRET"]
 EOF
-    echo "gatehouse on $label" >&2
     start_server "gatehouse-$tag" "gatehouse listening on" \
         "$gatehouse" serve --config "$config" --log "$LOG_FILTER"
-    local pid=$SERVER_PID url="$SERVER_URL/in/stripe"
-    load "$tag-peak" "$url"
-    local half
-    half=$(awk -v r="$(field "$work/$tag-peak.json" ok_rate)" 'BEGIN { printf "%.0f", r / 2 }')
-    ((half > 0)) || die "gatehouse on $label acknowledged nothing (see $work/gatehouse-$tag.err)"
-    load "$tag-half" "$url" --rate "$half"
-    local rss
-    rss=$(peak_rss_mb "$pid")
-    stop_process "$pid"
+}
 
-    local acked stored
-    acked=$(($(field "$work/$tag-peak.json" status_2xx) + $(field "$work/$tag-half.json" status_2xx)))
+# check_rows LABEL JSON COUNT_CMD...: the rows in events must equal the 2xx
+# answers of the load saved in JSON.
+check_rows() {
+    local label=$1 acked stored
+    acked=$(field "$2" status_2xx)
+    shift 2
     stored=$("$@" | tr -d '[:space:]')
     if [[ "$stored" == "$acked" ]]; then
         echo "  rows in events: $stored = 2xx answers" >&2
     else
-        echo "  ERROR: $acked 2xx answers but $stored rows in events" >&2
+        echo "  ERROR ($label): $acked 2xx answers but $stored rows in events" >&2
         failures=$((failures + 1))
     fi
+}
 
-    local ratio
-    ratio=$(awk -v g="$(field "$work/$tag-peak.json" ok_rate)" -v b="$bare_rate" \
-        'BEGIN { printf "%.1f %%", 100 * g / b }')
-    row "gatehouse $label, c=$CONCURRENCY" "$work/$tag-peak.json" "$ratio" "$rss MB"
-    row "gatehouse $label, paced at $half/s (half peak)" "$work/$tag-half.json" "—" "—"
-    result[$tag.rate]=$(field "$work/$tag-peak.json" ok_rate)
-    result[$tag.half_p99]=$(field "$work/$tag-half.json" p99_ms)
-    result[$tag.rss]=$rss
+# run_bare NAME: one load against a fresh bare server. Sets RATE and RSS.
+run_bare() {
+    start_server "$1" "bare listening on" "$loadgen" bare --listen 127.0.0.1:0
+    local pid=$SERVER_PID
+    load "$1" "$SERVER_URL/in/stripe"
+    RSS=$(peak_rss_mb "$pid")
+    stop_process "$pid"
+    RATE=$(field "$work/$1.json" ok_rate)
+    awk -v r="$RATE" 'BEGIN { exit !(r > 0) }' || die "the bare server answered nothing"
+}
+
+# run_gatehouse TAG STORAGE_URL PACE COUNT_CMD...: one load against gatehouse
+# on a fresh store, at full concurrency (PACE "") or paced at PACE requests a
+# second; then checks the stored rows. Sets RATE and RSS.
+run_gatehouse() {
+    local tag=$1 storage=$2 pace=$3
+    shift 3
+    start_gatehouse "$tag" "$storage"
+    local pid=$SERVER_PID
+    if [[ -n "$pace" ]]; then
+        load "$tag" "$SERVER_URL/in/stripe" --rate "$pace"
+    else
+        load "$tag" "$SERVER_URL/in/stripe"
+    fi
+    RSS=$(peak_rss_mb "$pid")
+    stop_process "$pid"
+    RATE=$(field "$work/$tag.json" ok_rate)
+    awk -v r="$RATE" 'BEGIN { exit !(r > 0) }' ||
+        die "gatehouse ($tag) acknowledged nothing (see $work/gatehouse-$tag.err)"
+    check_rows "$tag" "$work/$tag.json" "$@"
+}
+
+# median VALUES...: the median (the mean of the middle two for an even count).
+median() {
+    printf '%s\n' "$@" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# share RATE BARE: RATE as a percentage of BARE, one decimal.
+share() {
+    awk -v g="$1" -v b="$2" 'BEGIN { printf "%.1f", 100 * g / b }'
+}
+
+# pg_fresh: a fresh database on PG_URL. Sets pg_db and PG_BENCH_URL.
+pg_fresh() {
+    pg_db="gatehouse_bench_$$_$(date +%s%N)"
+    psql "$PG_URL" -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$pg_db\"" >/dev/null ||
+        die "could not create database $pg_db via $PG_URL"
+    local scheme=${PG_URL%%://*} rest=${PG_URL#*://} authority query=""
+    authority=${rest%%/*}
+    [[ "$rest" == *\?* ]] && query="?${rest#*\?}"
+    PG_BENCH_URL="$scheme://$authority/$pg_db$query"
 }
 
 command -v sqlite3 >/dev/null || die "sqlite3 CLI not found"
 if [[ -n "$PG_URL" ]]; then
     command -v psql >/dev/null || die "psql not found (needed for GATEHOUSE_BENCH_POSTGRES_URL)"
 fi
+((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
 
 loadgen="$CARGO_TARGET_DIR/release/gatehouse-loadgen"
 gatehouse="$CARGO_TARGET_DIR/release/gatehouse"
@@ -140,45 +186,74 @@ else
     (cd "$root" && cargo build --release -p gatehouse -p gatehouse-loadgen) || die "build failed"
 fi
 
-echo "machine: $(nproc) CPUs; load: concurrency $CONCURRENCY, $DURATION per run, $BODY_SIZE-byte bodies" >&2
+echo "machine: $(nproc) CPUs; load: concurrency $CONCURRENCY, $DURATION per run, $BODY_SIZE-byte bodies," \
+    "$ROUNDS rounds" >&2
 
-# (a) The bare hyper server: the machine's limit.
-echo "bare hyper server" >&2
-start_server bare "bare listening on" "$loadgen" bare --listen 127.0.0.1:0
-bare_pid=$SERVER_PID
-load bare "$SERVER_URL/in/stripe"
-bare_rss=$(peak_rss_mb "$bare_pid")
-stop_process "$bare_pid"
-bare_rate=$(field "$work/bare.json" ok_rate)
-awk -v b="$bare_rate" 'BEGIN { exit !(b > 0) }' || die "the bare server answered nothing"
-row "bare hyper, c=$CONCURRENCY" "$work/bare.json" "100 %" "$bare_rss MB"
+# (a) The bare hyper server (the machine's limit) and gatehouse on SQLite,
+# taking turns.
+bare_rates=()
+sqlite_rates=()
+sqlite_shares=()
+sqlite_rss=0
+for ((round = 1; round <= ROUNDS; round++)); do
+    echo "round $round of $ROUNDS: bare hyper server, then gatehouse on SQLite" >&2
+    run_bare "bare-$round"
+    bare_rate=$RATE
+    bare_rates+=("$bare_rate")
+    row "bare hyper, c=$CONCURRENCY, round $round" "$work/bare-$round.json" "100 %" "$RSS MB"
+    mkdir -p "$work/sqlite-$round"
+    db="$work/sqlite-$round/gatehouse.db"
+    run_gatehouse "sqlite-$round" "sqlite://$db" "" sqlite3 "$db" "SELECT count(*) FROM events"
+    sqlite_rates+=("$RATE")
+    sqlite_shares+=("$(share "$RATE" "$bare_rate")")
+    ((RSS > sqlite_rss)) && sqlite_rss=$RSS
+    row "gatehouse SQLite, c=$CONCURRENCY, round $round" "$work/sqlite-$round.json" \
+        "$(share "$RATE" "$bare_rate") %" "$RSS MB"
+done
+bare_median=$(median "${bare_rates[@]}")
+sqlite_median=$(median "${sqlite_rates[@]}")
+share_median=$(median "${sqlite_shares[@]}")
 
-# (b) gatehouse on SQLite.
-mkdir -p "$work/sqlite"
-db="$work/sqlite/gatehouse.db"
-bench_gatehouse SQLite "sqlite://$db" sqlite3 "$db" "SELECT count(*) FROM events"
+# (b) SQLite paced at half the median peak.
+half=$(awk -v r="$sqlite_median" 'BEGIN { printf "%.0f", r / 2 }')
+echo "gatehouse on SQLite, paced at $half/s" >&2
+mkdir -p "$work/sqlite-half"
+db="$work/sqlite-half/gatehouse.db"
+run_gatehouse sqlite-half "sqlite://$db" "$half" sqlite3 "$db" "SELECT count(*) FROM events"
+row "gatehouse SQLite, paced at $half/s (half the median peak)" "$work/sqlite-half.json" "—" "—"
+sqlite_half_p99=$(field "$work/sqlite-half.json" p99_ms)
 
-# (c) gatehouse on PostgreSQL, in a fresh database.
+# (c) gatehouse on PostgreSQL (reported, no target): one peak load and one
+# paced at half of it, each in a fresh database.
 if [[ -n "$PG_URL" ]]; then
-    pg_db="gatehouse_bench_$$_$(date +%s)"
-    psql "$PG_URL" -qX -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$pg_db\"" >/dev/null ||
-        die "could not create database $pg_db via $PG_URL"
-    scheme=${PG_URL%%://*}
-    rest=${PG_URL#*://}
-    authority=${rest%%/*}
-    query=""
-    [[ "$rest" == *\?* ]] && query="?${rest#*\?}"
-    pg_bench_url="$scheme://$authority/$pg_db$query"
-    bench_gatehouse PostgreSQL "$pg_bench_url" psql "$pg_bench_url" -qAtX -c "SELECT count(*) FROM events"
+    echo "gatehouse on PostgreSQL" >&2
+    pg_fresh
+    run_gatehouse postgresql "$PG_BENCH_URL" "" psql "$PG_BENCH_URL" -qAtX -c "SELECT count(*) FROM events"
+    drop_pg_db
+    pg_rate=$RATE
+    pg_rss=$RSS
+    row "gatehouse PostgreSQL, c=$CONCURRENCY" "$work/postgresql.json" \
+        "$(share "$pg_rate" "$bare_median") % of the median bare" "$pg_rss MB"
+    pg_half=$(awk -v r="$pg_rate" 'BEGIN { printf "%.0f", r / 2 }')
+    pg_fresh
+    run_gatehouse postgresql-half "$PG_BENCH_URL" "$pg_half" \
+        psql "$PG_BENCH_URL" -qAtX -c "SELECT count(*) FROM events"
+    drop_pg_db
+    row "gatehouse PostgreSQL, paced at $pg_half/s (half peak)" "$work/postgresql-half.json" "—" "—"
+    pg_half_p99=$(field "$work/postgresql-half.json" p99_ms)
 fi
 
 # (d) Results.
 echo
-echo "### gatehouse ingest benchmark ($(nproc) CPUs, c=$CONCURRENCY, $DURATION per run, $BODY_SIZE-byte signed Stripe events)"
+echo "### gatehouse ingest benchmark ($(nproc) CPUs, c=$CONCURRENCY, $DURATION per run," \
+    "$BODY_SIZE-byte signed Stripe events, $ROUNDS rounds)"
 echo
 echo "| target | rate (2xx/s) | p50 ms | p99 ms | non-2xx | vs bare | peak RSS |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${rows[@]}"
+echo
+echo "Medians of $ROUNDS rounds: bare $(printf '%.0f' "$bare_median")/s, SQLite $(printf '%.0f' "$sqlite_median")/s;" \
+    "SQLite's share of its round's bare rate: $share_median % (rounds: ${sqlite_shares[*]/%/ %})."
 echo
 
 missed=0
@@ -191,14 +266,13 @@ check() {
         missed=$((missed + 1))
     fi
 }
-share=$(awk -v g="${result[sqlite.rate]}" -v b="$bare_rate" 'BEGIN { printf "%.1f", 100 * g / b }')
-check "SQLite durable acks/s" "$(printf '%.0f' "${result[sqlite.rate]}")" ">=" 20000
-check "SQLite share of the bare rate (%)" "$share" ">=" 40
-check "SQLite p99 at half the peak rate (ms)" "${result[sqlite.half_p99]}" "<=" 15
-check "SQLite peak RSS (MB)" "${result[sqlite.rss]}" "<=" 150
+check "SQLite durable acks/s (median)" "$(printf '%.0f' "$sqlite_median")" ">=" 20000
+check "SQLite share of the bare rate (%, median)" "$share_median" ">=" 40
+check "SQLite p99 at half the median peak rate (ms)" "$sqlite_half_p99" "<=" 15
+check "SQLite peak RSS (MB, largest round)" "$sqlite_rss" "<=" 150
 if [[ -n "$PG_URL" ]]; then
-    echo "- PostgreSQL (reported, no target): $(printf '%.0f' "${result[postgresql.rate]}") durable acks/s," \
-        "p99 ${result[postgresql.half_p99]} ms at half the peak rate, peak RSS ${result[postgresql.rss]} MB"
+    echo "- PostgreSQL (reported, no target): $(printf '%.0f' "$pg_rate") durable acks/s," \
+        "p99 $pg_half_p99 ms at half the peak rate, peak RSS $pg_rss MB"
 fi
 
 if ((failures > 0)); then
