@@ -4,8 +4,8 @@
 # (and PostgreSQL when GATEHOUSE_BENCH_POSTGRES_URL is set), all in one run.
 #
 # The bare server and gatehouse on SQLite take turns for ROUNDS rounds, each
-# SQLite round on a fresh database, and the targets are checked against the
-# medians: the machine is shared and its speed drifts by a quarter within
+# SQLite round on a fresh database (the half-rate load then runs on the last
+# one), and the targets are checked against the medians: the machine is shared and its speed drifts by a quarter within
 # minutes, so one pair measured a minute apart can move the share by several
 # points either way.
 #
@@ -17,7 +17,7 @@
 #   BODY_SIZE                      request body bytes, default 1024
 #   CARGO_TARGET_DIR               default /root/.cache/gatehouse-target
 #   GATEHOUSE_BENCH_POSTGRES_URL   e.g. postgres://postgres@127.0.0.1:5432/postgres;
-#                                  a fresh database is created and dropped per load
+#                                  a fresh database is created and dropped per run
 #   GATEHOUSE_BENCH_LOG            gatehouse --log filter, default info
 #   SKIP_BUILD=1                   use the release binaries already built
 #   KEEP=1                         keep the temp dir (configs, logs, JSON results)
@@ -102,12 +102,12 @@ EOF
         "$gatehouse" serve --config "$config" --log "$LOG_FILTER"
 }
 
-# check_rows LABEL JSON COUNT_CMD...: the rows in events must equal the 2xx
-# answers of the load saved in JSON.
+# check_rows LABEL JSON BEFORE COUNT_CMD...: the rows in events must equal
+# BEFORE (rows already there) plus the 2xx answers of the load saved in JSON.
 check_rows() {
     local label=$1 acked stored
-    acked=$(field "$2" status_2xx)
-    shift 2
+    acked=$(($3 + $(field "$2" status_2xx)))
+    shift 3
     stored=$("$@" | tr -d '[:space:]')
     if [[ "$stored" == "$acked" ]]; then
         echo "  rows in events: $stored = 2xx answers" >&2
@@ -128,12 +128,13 @@ run_bare() {
     awk -v r="$RATE" 'BEGIN { exit !(r > 0) }' || die "the bare server answered nothing"
 }
 
-# run_gatehouse TAG STORAGE_URL PACE COUNT_CMD...: one load against gatehouse
-# on a fresh store, at full concurrency (PACE "") or paced at PACE requests a
-# second; then checks the stored rows. Sets RATE and RSS.
+# run_gatehouse TAG STORAGE_URL PACE BEFORE COUNT_CMD...: one load against
+# gatehouse on a store holding BEFORE events, at full concurrency (PACE "")
+# or paced at PACE requests a second; then checks the stored rows. Sets
+# RATE, RSS and ACKED.
 run_gatehouse() {
-    local tag=$1 storage=$2 pace=$3
-    shift 3
+    local tag=$1 storage=$2 pace=$3 before=$4
+    shift 4
     start_gatehouse "$tag" "$storage"
     local pid=$SERVER_PID
     if [[ -n "$pace" ]]; then
@@ -146,7 +147,8 @@ run_gatehouse() {
     RATE=$(field "$work/$tag.json" ok_rate)
     awk -v r="$RATE" 'BEGIN { exit !(r > 0) }' ||
         die "gatehouse ($tag) acknowledged nothing (see $work/gatehouse-$tag.err)"
-    check_rows "$tag" "$work/$tag.json" "$@"
+    ACKED=$(field "$work/$tag.json" status_2xx)
+    check_rows "$tag" "$work/$tag.json" "$before" "$@"
 }
 
 # median VALUES...: the median (the mean of the middle two for an even count).
@@ -203,7 +205,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     row "bare hyper, c=$CONCURRENCY, round $round" "$work/bare-$round.json" "100 %" "$RSS MB"
     mkdir -p "$work/sqlite-$round"
     db="$work/sqlite-$round/gatehouse.db"
-    run_gatehouse "sqlite-$round" "sqlite://$db" "" sqlite3 "$db" "SELECT count(*) FROM events"
+    run_gatehouse "sqlite-$round" "sqlite://$db" "" 0 sqlite3 "$db" "SELECT count(*) FROM events"
     sqlite_rates+=("$RATE")
     sqlite_shares+=("$(share "$RATE" "$bare_rate")")
     ((RSS > sqlite_rss)) && sqlite_rss=$RSS
@@ -214,29 +216,26 @@ bare_median=$(median "${bare_rates[@]}")
 sqlite_median=$(median "${sqlite_rates[@]}")
 share_median=$(median "${sqlite_shares[@]}")
 
-# (b) SQLite paced at half the median peak.
+# (b) SQLite paced at half the median peak, on the last round's database
+# (not an empty one).
 half=$(awk -v r="$sqlite_median" 'BEGIN { printf "%.0f", r / 2 }')
 echo "gatehouse on SQLite, paced at $half/s" >&2
-mkdir -p "$work/sqlite-half"
-db="$work/sqlite-half/gatehouse.db"
-run_gatehouse sqlite-half "sqlite://$db" "$half" sqlite3 "$db" "SELECT count(*) FROM events"
+run_gatehouse sqlite-half "sqlite://$db" "$half" "$ACKED" sqlite3 "$db" "SELECT count(*) FROM events"
 row "gatehouse SQLite, paced at $half/s (half the median peak)" "$work/sqlite-half.json" "—" "—"
 sqlite_half_p99=$(field "$work/sqlite-half.json" p99_ms)
 
 # (c) gatehouse on PostgreSQL (reported, no target): one peak load and one
-# paced at half of it, each in a fresh database.
+# paced at half of it, in one fresh database.
 if [[ -n "$PG_URL" ]]; then
     echo "gatehouse on PostgreSQL" >&2
     pg_fresh
-    run_gatehouse postgresql "$PG_BENCH_URL" "" psql "$PG_BENCH_URL" -qAtX -c "SELECT count(*) FROM events"
-    drop_pg_db
+    run_gatehouse postgresql "$PG_BENCH_URL" "" 0 psql "$PG_BENCH_URL" -qAtX -c "SELECT count(*) FROM events"
     pg_rate=$RATE
     pg_rss=$RSS
     row "gatehouse PostgreSQL, c=$CONCURRENCY" "$work/postgresql.json" \
         "$(share "$pg_rate" "$bare_median") % of the median bare" "$pg_rss MB"
     pg_half=$(awk -v r="$pg_rate" 'BEGIN { printf "%.0f", r / 2 }')
-    pg_fresh
-    run_gatehouse postgresql-half "$PG_BENCH_URL" "$pg_half" \
+    run_gatehouse postgresql-half "$PG_BENCH_URL" "$pg_half" "$ACKED" \
         psql "$PG_BENCH_URL" -qAtX -c "SELECT count(*) FROM events"
     drop_pg_db
     row "gatehouse PostgreSQL, paced at $pg_half/s (half peak)" "$work/postgresql-half.json" "—" "—"
