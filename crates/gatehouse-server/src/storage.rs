@@ -33,9 +33,14 @@ pub fn parse_url(url: &str) -> Result<Backend, String> {
     }
 }
 
-/// Validates a storage URL for the config loader.
+/// Validates a storage URL for the config loader: for PostgreSQL also its
+/// TLS parameters (`sslmode`, and that `sslrootcert` can be read), without
+/// connecting.
 pub(crate) fn check_url(url: &str) -> Result<(), String> {
-    parse_url(url).map(|_| ())
+    match parse_url(url)? {
+        Backend::Sqlite(_) => Ok(()),
+        Backend::Postgres(url) => gatehouse_store_postgres::check_url(&url),
+    }
 }
 
 /// Opens the configured store, applying its migrations.
@@ -72,5 +77,17 @@ mod tests {
         assert!(matches!(parse_url("postgres://u@h/db"), Ok(Backend::Postgres(_))));
         assert!(parse_url("mysql://x").is_err());
         assert!(parse_url("sqlite://").is_err());
+    }
+
+    #[test]
+    fn postgres_urls_are_checked_without_connecting() {
+        assert_eq!(check_url("postgres://u@h:1/db?sslmode=disable"), Ok(()));
+        let error = check_url("postgres://u:hunter2@h/db?sslmode=verify").expect_err("unknown sslmode");
+        assert!(
+            error.contains("sslmode `verify`") && !error.contains("hunter2"),
+            "{error}"
+        );
+        let error = check_url("postgres://u@h/db?sslrootcert=/nonexistent/ca.pem").expect_err("missing root file");
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
     }
 }

@@ -21,8 +21,8 @@
 //! (`wait_for_deliveries`) holds one more connection, which `LISTEN`s for
 //! the notifications other processes send when they commit due deliveries.
 //!
-//! Connections are plain TCP or Unix sockets: TLS is not supported yet, so a
-//! URL with `sslmode=require` fails to connect.
+//! - `tls`: TLS as the URL's `sslmode` and `sslrootcert` ask, always
+//!   verified (rustls).
 #![deny(missing_docs)]
 
 mod console;
@@ -33,6 +33,7 @@ mod listen;
 mod migrate;
 mod recovery;
 mod rows;
+mod tls;
 
 use std::fmt;
 use std::time::Duration;
@@ -48,8 +49,8 @@ use gatehouse_store::{
     ActivityBucket, ApprovalDecision, AttemptBucket, AuditQuery, ClaimRequest, ClaimedDelivery, DeliveryQuery,
     Enrichment, EventQuery, ExceptionGroup, IngestOutcome, PruneReport, Resolution, SourceCounts, Store, StoreError,
 };
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::NoTls;
 use tracing::info;
 
 use crate::error::{from_pg, from_pool};
@@ -90,20 +91,62 @@ pub struct PostgresStore {
     wakeups: Wakeups,
 }
 
+/// Checks a PostgreSQL URL without connecting: that it parses, that its
+/// `sslmode` is one gatehouse knows and that its `sslrootcert` file holds
+/// certificates. The message never quotes the URL (it may hold a password).
+pub fn check_url(url: &str) -> Result<(), String> {
+    parse_url(url).map(|_| ())
+}
+
+/// What a URL says about connecting: the driver's settings and the TLS
+/// parameters with their connector.
+struct ConnectSettings {
+    config: tokio_postgres::Config,
+    tls_params: tls::TlsParams,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+fn parse_url(url: &str) -> Result<ConnectSettings, String> {
+    let (url, tls_params) = tls::split_url(url)?;
+    // The parse error would quote the URL, password included.
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|_| "invalid PostgreSQL URL (expected postgres://user:password@host:port/database)".to_string())?;
+    let tls = tls::connector(&tls_params)?;
+    Ok(ConnectSettings {
+        config,
+        tls_params,
+        tls,
+    })
+}
+
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`
     /// or the `host=… user=…` form), checks that it answers, and applies any
-    /// pending migrations.
+    /// pending migrations. `sslmode=require`, `verify-ca` or `verify-full`
+    /// (with `sslrootcert=/path/to/root.pem` for a private CA) make every
+    /// connection TLS with a verified certificate.
     ///
     /// Fails with [`StoreError::Unavailable`] if the database cannot be
     /// reached within `options.connect_timeout`, and with
     /// [`StoreError::SchemaTooNew`] if a newer gatehouse already migrated it.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        // The parse error would quote the URL, password included.
-        let mut config: tokio_postgres::Config = url.parse().map_err(|_| {
-            StoreError::Internal("invalid PostgreSQL URL (expected postgres://user:password@host:port/database)".into())
-        })?;
+        let ConnectSettings {
+            mut config,
+            tls_params,
+            tls,
+        } = parse_url(url).map_err(StoreError::Internal)?;
         config.connect_timeout(options.connect_timeout);
+        config.ssl_mode(match tls_params.mode {
+            tls::TlsMode::Off => SslMode::Disable,
+            tls::TlsMode::VerifyCa | tls::TlsMode::VerifyFull => SslMode::Require,
+        });
+        if tls_params.mode == tls::TlsMode::Off && !is_local(&config) {
+            tracing::warn!(
+                "Connecting to PostgreSQL on another host without TLS; \
+                 add sslmode=verify-full (and sslrootcert=… for a private CA) to the URL to encrypt and verify."
+            );
+        }
         // A 2xx promises a durable commit, whatever the server's default:
         // force synchronous_commit on for gatehouse's sessions.
         let session_options = match config.get_options() {
@@ -114,10 +157,10 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("gatehouse");
         }
-        let wakeups = Wakeups::new(config.clone());
+        let wakeups = Wakeups::new(config.clone(), tls.clone());
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -132,7 +175,18 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Internal(format!("build the connection pool: {e}")))?;
 
-        let mut client = pool.get().await.map_err(from_pool)?;
+        let mut client = pool.get().await.map_err(|error| {
+            let refused_certificate =
+                matches!(&error, deadpool_postgres::PoolError::Backend(e) if tls::is_certificate_error(e));
+            let hint = " (the server's TLS certificate was refused: name its CA, or the server's own \
+                        certificate, with sslrootcert=/path/to/root.pem in the URL; sslmode=verify-ca skips the \
+                        host-name check)";
+            match from_pool(error) {
+                StoreError::Unavailable(text) if refused_certificate => StoreError::Unavailable(text + hint),
+                StoreError::Internal(text) if refused_certificate => StoreError::Internal(text + hint),
+                other => other,
+            }
+        })?;
         migrate::run(&mut client).await?;
         drop(client);
         info!(
@@ -179,6 +233,17 @@ impl fmt::Debug for PostgresStore {
             .field("idle", &status.available)
             .finish()
     }
+}
+
+/// Whether every host in `config` is this machine (a Unix socket, `localhost`
+/// or a loopback address), where plain connections need no warning.
+fn is_local(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let hosts_local = config.get_hosts().iter().all(|host| match host {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+    });
+    hosts_local && config.get_hostaddrs().iter().all(|ip| ip.is_loopback())
 }
 
 /// `head`, then ` WHERE` with each present filter (`"source ="` becomes
@@ -683,6 +748,18 @@ mod tests {
                  AND id > $4 ORDER BY id LIMIT $5"
             )
         );
+    }
+
+    #[test]
+    fn only_this_machine_is_local() {
+        let local = |url: &str| is_local(&url.parse().expect("url"));
+        assert!(local("postgres://u@127.0.0.1:5432/db"));
+        assert!(local("postgres://u@localhost/db"));
+        assert!(local("postgres://u@[::1]/db"));
+        assert!(local("host=/var/run/postgresql user=u"));
+        assert!(!local("postgres://u@db.internal/db"));
+        assert!(!local("postgres://u@10.0.0.5/db"));
+        assert!(!local("host=localhost,db.internal user=u"));
     }
 
     #[test]

@@ -25,7 +25,8 @@ use std::time::Duration;
 use gatehouse_store::StoreError;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::{debug, info, warn};
 
 use crate::error::from_pg;
@@ -68,14 +69,17 @@ pub(crate) struct Wakeups {
     signal: Arc<Signal>,
     /// How to connect: the pool's settings, `search_path` included.
     config: tokio_postgres::Config,
+    /// The pool's TLS connector.
+    tls: MakeRustlsConnect,
     listener: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Wakeups {
-    pub(crate) fn new(config: tokio_postgres::Config) -> Self {
+    pub(crate) fn new(config: tokio_postgres::Config, tls: MakeRustlsConnect) -> Self {
         Self {
             signal: Arc::new(Signal::default()),
             config,
+            tls,
             listener: Mutex::new(None),
         }
     }
@@ -111,7 +115,11 @@ impl Wakeups {
         if listener.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
-        *listener = Some(tokio::spawn(listen(self.config.clone(), self.signal.clone())));
+        *listener = Some(tokio::spawn(listen(
+            self.config.clone(),
+            self.tls.clone(),
+            self.signal.clone(),
+        )));
     }
 }
 
@@ -126,12 +134,12 @@ impl Drop for Wakeups {
 }
 
 /// Keeps a listening connection up for as long as the store lives.
-async fn listen(config: tokio_postgres::Config, signal: Arc<Signal>) {
+async fn listen(config: tokio_postgres::Config, tls: MakeRustlsConnect, signal: Arc<Signal>) {
     let mut backoff = FIRST_BACKOFF;
     let mut failed_before = false;
     loop {
         let listened = AtomicBool::new(false);
-        let err = session(&config, &signal, &listened, failed_before).await;
+        let err = session(&config, &tls, &signal, &listened, failed_before).await;
         if listened.load(Ordering::SeqCst) {
             backoff = FIRST_BACKOFF;
         }
@@ -150,11 +158,12 @@ async fn listen(config: tokio_postgres::Config, signal: Arc<Signal>) {
 /// One listening connection, from connect until it fails; returns why.
 async fn session(
     config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
     signal: &Signal,
     listened: &AtomicBool,
     failed_before: bool,
 ) -> StoreError {
-    let (client, mut connection) = match config.connect(NoTls).await {
+    let (client, mut connection) = match config.connect(tls.clone()).await {
         Ok(pair) => pair,
         Err(err) => return from_pg("connect to listen for deliveries", &err),
     };

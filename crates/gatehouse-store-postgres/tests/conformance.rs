@@ -854,3 +854,158 @@ async fn the_listening_connection_comes_back_after_an_outage() {
     let waited = waiter.await.expect("task");
     assert!(waited < Duration::from_secs(5), "woke only after {waited:?}");
 }
+
+/// The test server's own certificate file (`ssl_cert_file`), which a
+/// client can trust as its root: the server must have `ssl = on`.
+async fn server_certificate(url: &str) -> String {
+    let client = admin_client(url).await;
+    let ssl: String = client.query_one("SHOW ssl", &[]).await.expect("SHOW ssl").get(0);
+    assert_eq!(
+        ssl, "on",
+        "the test server must accept TLS (ssl = on, as Debian's PostgreSQL is set up) for the TLS tests"
+    );
+    client
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .expect("SHOW ssl_cert_file")
+        .get(0)
+}
+
+/// `url` (the URL form) with its host replaced by `host`.
+fn with_host(url: &str, host: &str) -> String {
+    let parsed: tokio_postgres::Config = url.parse().expect("test URL");
+    let Some(Host::Tcp(current)) = parsed.get_hosts().first() else {
+        panic!("the TLS tests need a TCP host in {URL_VAR}");
+    };
+    url.replacen(&format!("@{current}"), &format!("@{host}"), 1)
+}
+
+/// `url` with `sslmode` and, if given, `sslrootcert`.
+fn with_tls(url: &str, mode: &str, root: Option<&str>) -> String {
+    let url = with_param(url, "sslmode", mode);
+    match root {
+        Some(root) => with_param(&url, "sslrootcert", root),
+        None => url,
+    }
+}
+
+/// A store in a new schema, connecting through `tls_url` (the schema is
+/// made over a plain connection to `url`).
+async fn connect_tls(url: &str, tls_url: &str) -> Result<PostgresStore, StoreError> {
+    let schema = fresh_schema();
+    create_schema(url, &schema).await;
+    PostgresStore::connect(&url_in_schema(tls_url, &schema), options()).await
+}
+
+/// How many of the server's connections with this `application_name` use
+/// TLS, and how many there are.
+async fn tls_connections(url: &str, application: &str) -> (i64, i64) {
+    let row = admin_client(url)
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = $1",
+            &[&application],
+        )
+        .await
+        .expect("pg_stat_ssl");
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_ca_with_the_servers_certificate_encrypts_every_connection() {
+    let Some(url) = server_url() else { return };
+    let certificate = server_certificate(&url).await;
+    let application = format!("gatehouse-tls-{}", fresh_schema());
+    let tls_url = with_param(
+        &with_tls(&url, "verify-ca", Some(&certificate)),
+        "application_name",
+        &application,
+    );
+    let store = connect_tls(&url, &tls_url)
+        .await
+        .expect("TLS connect with the server's certificate as root");
+    // The listening connection too: the first wait starts it.
+    store.wait_for_deliveries(Duration::from_millis(200)).await;
+    let stored = store
+        .ingest(vec![event_with_routes(&unique_source("tls"), "evt_tls", &["r"])])
+        .await
+        .expect("ingest over TLS");
+    assert!(matches!(stored[..], [IngestOutcome::Stored]), "{stored:?}");
+    let (encrypted, total) = tls_connections(&url, &application).await;
+    assert!(total >= 2, "the pool's connection and the listener's: {total}");
+    assert_eq!(encrypted, total, "every connection of the store uses TLS");
+
+    // Without sslmode, for contrast: plain, so the check above can fail.
+    let plain = format!("{application}-plain");
+    let plain_store = connect_tls(&url, &with_param(&url, "application_name", &plain))
+        .await
+        .expect("plain connect");
+    let (encrypted, total) = tls_connections(&url, &plain).await;
+    assert_eq!((encrypted, total), (0, 1));
+    drop((store, plain_store));
+}
+
+#[tokio::test]
+async fn verify_full_checks_the_host_name_in_the_certificate() {
+    let Some(url) = server_url() else { return };
+    let certificate = server_certificate(&url).await;
+    // Debian's certificate names `localhost` only.
+    let tls_url = with_tls(&with_host(&url, "localhost"), "verify-full", Some(&certificate));
+    connect_tls(&url, &tls_url)
+        .await
+        .expect("the certificate names localhost");
+    let by_address = with_tls(&with_host(&url, "127.0.0.1"), "verify-full", Some(&certificate));
+    let text = connect_tls(&url, &by_address)
+        .await
+        .expect_err("the certificate does not name 127.0.0.1")
+        .to_string();
+    assert!(
+        text.contains("not valid for name") && text.contains("sslrootcert"),
+        "{text}"
+    );
+    // verify-ca takes the same certificate whatever the host is called.
+    let chain_only = with_tls(&with_host(&url, "127.0.0.1"), "verify-ca", Some(&certificate));
+    connect_tls(&url, &chain_only)
+        .await
+        .expect("verify-ca skips the host name");
+}
+
+#[tokio::test]
+async fn require_refuses_a_certificate_no_trusted_root_signed() {
+    let Some(url) = server_url() else { return };
+    server_certificate(&url).await;
+    let unrelated = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/unrelated-ca.pem");
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let started = Instant::now();
+        let text = connect_tls(&url, &with_tls(&with_host(&url, "localhost"), mode, Some(unrelated)))
+            .await
+            .expect_err("the server's certificate is not signed by the unrelated CA")
+            .to_string();
+        assert!(
+            text.contains("UnknownIssuer") && text.contains("sslrootcert=/path/to/root.pem"),
+            "{mode}: {text}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_sslmode_or_a_missing_root_file_is_refused_before_connecting() {
+    for (url, expected) in [
+        ("postgres://u:hunter2@127.0.0.1:1/db?sslmode=verify", "sslmode `verify`"),
+        (
+            "postgres://u:hunter2@127.0.0.1:1/db?sslmode=verify-full&sslrootcert=/nonexistent/root.pem",
+            "/nonexistent/root.pem",
+        ),
+    ] {
+        let err = PostgresStore::connect(url, options()).await.expect_err("refused");
+        let text = err.to_string();
+        assert!(!err.is_unavailable(), "a configuration error, not an outage: {err:?}");
+        assert!(text.contains(expected) && !text.contains("hunter2"), "{text}");
+    }
+}

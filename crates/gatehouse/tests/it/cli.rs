@@ -69,6 +69,14 @@ fn bad_values_are_refused_with_what_was_expected() {
     for (text, expected) in [
         ("[server]\nlisten = \"nowhere\"\n", "FILE:2: server.listen"),
         ("[storage]\nurl = \"mysql://x\"\n", "FILE:2: storage.url"),
+        (
+            "[storage]\nurl = \"postgres://gh@db/gh?sslmode=verify-ful\"\n",
+            "FILE:2: storage.url: invalid sslmode `verify-ful`",
+        ),
+        (
+            "[storage]\nurl = \"postgres://gh@db/gh?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem\"\n",
+            "cannot read sslrootcert /nonexistent/ca.pem",
+        ),
         ("[server]\nbody_limit = \"lots\"\n", "FILE:2:"),
         (
             "[[sources]]\nname = \"a b\"\nprovider = \"none\"\nverify = { insecure = true }\n",
