@@ -20,6 +20,7 @@ pub struct SourceCounters {
     duplicates: AtomicU64,
     rejected: AtomicU64,
     too_large: AtomicU64,
+    rate_limited: AtomicU64,
     unavailable: AtomicU64,
 }
 
@@ -51,6 +52,8 @@ pub enum IngestEvent<'a> {
     },
     /// Body over the limit.
     TooLarge,
+    /// Verified, but over the source's rate limit; answered 429.
+    RateLimited,
     /// Could not be committed; answered 503.
     Unavailable,
 }
@@ -97,6 +100,10 @@ impl Metrics {
                 tracing::warn!(source, "Body over the limit.");
                 &counters.too_large
             }
+            IngestEvent::RateLimited => {
+                tracing::debug!(source, "Over the source's rate limit; answered 429.");
+                &counters.rate_limited
+            }
             IngestEvent::Unavailable => &counters.unavailable,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -105,13 +112,18 @@ impl Metrics {
     /// The counters in Prometheus text exposition format.
     pub fn render(&self, dropped_failure_records: u64) -> String {
         let mut out = String::new();
-        let families: [(&str, &str, CounterOf); 7] = [
+        let families: [(&str, &str, CounterOf); 8] = [
             ("accepted", "Events committed and routed.", |c| &c.accepted),
             ("ignored", "Events committed outside the subscription.", |c| &c.ignored),
             ("pings", "Pings and handshakes recorded.", |c| &c.pings),
             ("duplicates", "Duplicate requests acknowledged.", |c| &c.duplicates),
             ("rejected", "Requests that failed verification.", |c| &c.rejected),
             ("too_large", "Requests over the body limit.", |c| &c.too_large),
+            (
+                "rate_limited",
+                "Verified requests answered 429 (the source's rate limit).",
+                |c| &c.rate_limited,
+            ),
             ("unavailable", "Requests answered 503 because storage failed.", |c| {
                 &c.unavailable
             }),

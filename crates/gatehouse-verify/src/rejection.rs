@@ -45,6 +45,10 @@ pub enum Rejection {
     /// The request is not one this source accepts (e.g. a GET where only POST is signed).
     #[error("request not accepted by this provider: {0}")]
     NotAccepted(&'static str),
+    /// The body's content type is not one the provider's scheme can verify
+    /// (HTTP 415): what the signature covers depends on it.
+    #[error("unsupported content type: {0}")]
+    UnsupportedMediaType(&'static str),
     /// The request names a signer certificate (PayPal's `PAYPAL-CERT-URL`)
     /// on an allow-listed host that is not in the source's certificate cache
     /// yet, or whose cached copy has expired. Nothing was verified.
@@ -74,6 +78,7 @@ impl Rejection {
             Rejection::NoMatchingSignature => "no_matching_signature",
             Rejection::MalformedBody(_) => "malformed_body",
             Rejection::NotAccepted(_) => "not_accepted",
+            Rejection::UnsupportedMediaType(_) => "unsupported_media_type",
             Rejection::CertificateNeeded { .. } => "certificate_needed",
         }
     }

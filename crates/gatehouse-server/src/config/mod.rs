@@ -186,6 +186,9 @@ pub struct SourceConfig {
     pub retention: Option<Duration>,
     /// For `provider = "poll"`: the API to poll (see [`crate::poll`]).
     pub poll: Option<crate::poll::PollConfig>,
+    /// Most verified requests a second, with bursts of up to as many; the
+    /// rest are answered 429 with `Retry-After`. Default: no limit.
+    pub rate_limit: Option<u32>,
 }
 
 fn default_events() -> Vec<String> {
@@ -368,6 +371,12 @@ fn validate(file: &ConfigFile, base_dir: &Path) -> Result<Vec<Vec<Secret>>, (Key
         }
         if source.retention.is_some_and(|keep| keep.is_zero()) {
             return Err((at("retention"), "must be longer than zero (e.g. \"30d\")".into()));
+        }
+        if source.rate_limit == Some(0) {
+            return Err((
+                at("rate_limit"),
+                "must be at least 1 (requests a second); leave it out for no limit".into(),
+            ));
         }
         crate::poll::check_source(source, base_dir)
             .map_err(|(key, message)| (K::root("sources").index(index).join_dotted(&key), message))?;

@@ -5,6 +5,7 @@
 pub mod certificates;
 pub mod commit;
 pub mod failures;
+pub mod limit;
 pub mod proxy;
 pub mod source;
 
@@ -144,9 +145,32 @@ async fn receive(
             });
             // The reason names a header or a timestamp problem, never
             // anything derived from a secret.
+            if let Rejection::UnsupportedMediaType(_) = rejection {
+                return error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    &rejection.to_string(),
+                );
+            }
             return error(StatusCode::UNAUTHORIZED, "invalid_signature", &rejection.to_string());
         }
     };
+    if let Some(Err(wait)) = source
+        .rate_limit
+        .as_ref()
+        .map(|limit| limit.admit(std::time::Instant::now()))
+    {
+        state.metrics.emit(&source.name, IngestEvent::RateLimited);
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "this source's rate limit is reached; retry after the seconds in Retry-After",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(limit::retry_after_secs(wait)));
+        return response;
+    }
 
     let identity = source.provider.identify(&inbound);
     let id = EventId::new();

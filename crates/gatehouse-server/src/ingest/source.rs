@@ -24,6 +24,8 @@ pub struct Source {
     pub body_limit: usize,
     /// Signer certificates this source's verifier has asked for (PayPal).
     pub certificates: CertificateCache,
+    /// `rate_limit`, if set.
+    pub rate_limit: Option<super::limit::RateLimit>,
     subscription: EventTypes,
     routes: Vec<(Arc<str>, EventTypes, Option<ApprovalGate>)>,
     dedup: Option<FieldSource>,
@@ -78,6 +80,7 @@ impl Source {
             provider,
             body_limit: usize::try_from(body_limit).unwrap_or(usize::MAX),
             certificates: context.certificates,
+            rate_limit: config.rate_limit.map(super::limit::RateLimit::per_second),
             subscription,
             routes,
             dedup: config.dedup.clone(),
@@ -194,6 +197,7 @@ mod tests {
             backfill: None,
             retention: None,
             poll: None,
+            rate_limit: None,
         };
         Source::build(&config, &[], 1024, &[]).unwrap()
     }
@@ -258,6 +262,7 @@ mod tests {
             backfill: None,
             retention: None,
             poll: None,
+            rate_limit: None,
         };
         config.secrets = vec!["app-secret".into()];
         let dropbox = Source::build(&config, &[Secret::new("app-secret")], 1024, &[]).unwrap();

@@ -10,7 +10,8 @@
 //! token already seen is stored as a duplicate and never routed, which makes
 //! the event store the replay cache. The event type is `event-data.event`
 //! (`delivered`, `failed`, `opened`). The legacy form-encoded webhooks are
-//! not supported.
+//! not supported: they are refused as an unsupported media type (415)
+//! before anything else is looked at.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -19,7 +20,9 @@ use hmac::Mac;
 
 use gatehouse_core::{Secret, UnixMillis};
 
-use crate::util::{check_timestamp, decode_hex_into, first_matching_key, keyed_sha256, parse_unix_secs, HmacSha256};
+use crate::util::{
+    check_timestamp, decode_hex_into, first_matching_key, is_form_urlencoded, keyed_sha256, parse_unix_secs, HmacSha256,
+};
 use crate::{Identity, InboundRequest, Provider, Rejection, Verified};
 
 /// Mailgun's documented maximum age of a signature.
@@ -113,6 +116,14 @@ pub fn verify(body: &[u8], keys: &[HmacSha256], now: UnixMillis, tolerance: Dura
     .ok_or(Rejection::NoMatchingSignature)
 }
 
+/// Whether the content type is one of the legacy webhooks' forms.
+fn is_legacy_form(content_type: Option<&str>) -> bool {
+    is_form_urlencoded(content_type)
+        || content_type
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("multipart/form-data"))
+}
+
 /// Identifies a verified Mailgun request: the token (the replay cache key)
 /// and `event-data.event`.
 pub fn identify(body: &[u8]) -> Identity {
@@ -132,6 +143,11 @@ impl Provider for Mailgun {
     }
 
     fn verify(&self, request: &InboundRequest<'_>, now: UnixMillis) -> Result<Verified, Rejection> {
+        if is_legacy_form(request.header(http::header::CONTENT_TYPE.as_str())) {
+            return Err(Rejection::UnsupportedMediaType(
+                "Mailgun's legacy form-encoded webhooks are not supported; use its JSON webhooks",
+            ));
+        }
         verify(request.body, &self.keys, now, self.tolerance)
     }
 
@@ -268,5 +284,26 @@ mod tests {
             Identity::event(Some(TOKEN.into()), Some("delivered".into()))
         );
         assert_eq!(identify(b"{}"), Identity::event(None, None));
+    }
+
+    #[test]
+    fn legacy_form_posts_are_an_unsupported_media_type() {
+        let p = Mailgun::new(&[Secret::new(KEY)], DEFAULT_TOLERANCE);
+        let now = UnixMillis::from_secs(T);
+        let signed = body(r#""1700000000""#, TOKEN, VECTOR);
+        for content_type in ["application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz"] {
+            let headers = headers(&[("content-type", content_type)]);
+            assert!(matches!(
+                p.verify(&post(&headers, &signed), now),
+                Err(Rejection::UnsupportedMediaType(_))
+            ));
+        }
+        for content_type in [Some("application/json"), None] {
+            let headers = match content_type {
+                Some(value) => headers(&[("content-type", value)]),
+                None => headers(&[]),
+            };
+            assert!(p.verify(&post(&headers, &signed), now).is_ok(), "{content_type:?}");
+        }
     }
 }

@@ -217,8 +217,9 @@ fn content<'a>(url: &str, content_type: Option<&str>, body: &'a [u8]) -> Result<
     if !is_form_urlencoded(content_type) {
         // The signature would cover the URL only, leaving the body free to
         // change: refuse rather than accept an unsigned body.
-        return Err(Rejection::NotAccepted(
-            "body is neither form-encoded nor covered by a bodySHA256 URL parameter",
+        return Err(Rejection::UnsupportedMediaType(
+            "Twilio signs a body only when it is application/x-www-form-urlencoded \
+             or covered by a bodySHA256 URL parameter",
         ));
     }
     Ok(Content::Form(sorted_params(body)?))
@@ -580,15 +581,17 @@ mod tests {
     }
 
     #[test]
-    fn unsigned_body_is_not_accepted() {
+    fn unsigned_body_is_an_unsupported_media_type() {
         // A body that is neither form parameters nor hashed into the URL is
-        // not covered by the signature, whatever the signature says.
+        // not covered by the signature, whatever the signature says (415).
         let p = provider(&[TOKEN]);
         let signature = sign(Algorithm::Sha1, TOKEN.as_bytes(), URL, &[]);
-        assert!(matches!(
-            check(&p, Some(&signature), None, URL, Some("application/json"), JSON_BODY),
-            Err(Rejection::NotAccepted(_))
-        ));
+        for content_type in [Some("application/json"), Some("text/plain"), None] {
+            assert!(matches!(
+                check(&p, Some(&signature), None, URL, content_type, JSON_BODY),
+                Err(Rejection::UnsupportedMediaType(_))
+            ));
+        }
         assert!(check(&p, Some(&signature), None, URL, None, b"").is_ok());
     }
 

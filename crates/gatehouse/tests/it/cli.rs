@@ -70,6 +70,10 @@ fn bad_values_are_refused_with_what_was_expected() {
         ("[server]\nlisten = \"nowhere\"\n", "FILE:2: server.listen"),
         ("[storage]\nurl = \"mysql://x\"\n", "FILE:2: storage.url"),
         (
+            "[[sources]]\nname = \"a\"\nprovider = \"stripe\"\nsecrets = [\"x\"]\nrate_limit = 0\n",
+            "FILE:5: sources[0].rate_limit: must be at least 1",
+        ),
+        (
             "[storage]\nurl = \"postgres://gh@db/gh?sslmode=verify-ful\"\n",
             "FILE:2: storage.url: invalid sslmode `verify-ful`",
         ),

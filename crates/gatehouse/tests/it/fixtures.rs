@@ -536,6 +536,8 @@ async fn fixtures_pass_the_http_ingest_path() {
                 case.label(),
                 answer.body
             );
+        } else if case.status == 415 {
+            assert_eq!(answer.json()["error"], "unsupported_media_type", "{}", case.label());
         } else {
             assert_eq!(answer.json()["error"], "invalid_signature", "{}", case.label());
         }

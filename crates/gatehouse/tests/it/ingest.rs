@@ -12,6 +12,8 @@ on_both_backends!(
     unknown_source_is_404,
     wrong_method_is_405,
     oversized_body_is_413_and_not_stored,
+    over_the_rate_limit_is_429_with_retry_after_and_not_stored,
+    a_content_type_the_provider_cannot_sign_is_415_and_recorded,
     event_outside_subscription_is_stored_as_ignored,
     github_ping_is_recorded_as_ping,
     database_unavailable_is_503_then_recovers,
@@ -178,6 +180,124 @@ async fn oversized_body_is_413_and_not_stored(db: Database) {
         .await
         .expect("read")
         .is_none());
+}
+
+async fn over_the_rate_limit_is_429_with_retry_after_and_not_stored(db: Database) {
+    let sources = standard_sources().replacen("body_limit = \"1KiB\"", "body_limit = \"1KiB\"\nrate_limit = 1", 1);
+    let server = Server::start(&db, &sources);
+    // Forged requests are refused by verification first: they neither take
+    // the budget nor hear about it, so the burst that follows still passes.
+    for n in 0..3 {
+        let forged = stripe_body(&format!("evt_rl_forged_{n}"), "payment_intent.succeeded");
+        let answer = send(
+            "POST",
+            &server.url("/in/stripe"),
+            &[("stripe-signature", stripe_signature("whsec_not_ours", &forged))],
+            forged,
+        )
+        .await;
+        assert_eq!(answer.status, 401, "{}", answer.body);
+    }
+    // One a second: the first passes, the next within the second does not.
+    let first = send_stripe(&server, "evt_rl_1", "payment_intent.succeeded").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let limited = send_stripe(&server, "evt_rl_2", "payment_intent.succeeded").await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.json()["error"], "rate_limited");
+    assert_eq!(
+        limited.headers.get("retry-after").map(|v| v.to_str().unwrap_or("")),
+        Some("1"),
+        "under a second, rounded up"
+    );
+    // The other source has no limit.
+    let github_body = r#"{"action":"opened","number":1}"#;
+    let answer = send(
+        "POST",
+        &server.url("/in/github"),
+        &[
+            (
+                "x-hub-signature-256",
+                gatehouse_verify::providers::github::sign(GITHUB_SECRET.as_bytes(), github_body.as_bytes()),
+            ),
+            ("x-github-event", "pull_request".into()),
+            ("x-github-delivery", "rl-github-1".into()),
+        ],
+        github_body,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    let store = db.open_store().await;
+    assert!(
+        store
+            .event_by_dedup_key("stripe", "evt_rl_2")
+            .await
+            .expect("read")
+            .is_none(),
+        "a 429 stores nothing: the provider sends it again"
+    );
+    // Retried after Retry-After, as a provider would: accepted.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let retried = send_stripe(&server, "evt_rl_2", "payment_intent.succeeded").await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    assert_eq!(retried.json()["status"], "accepted");
+    let metrics = send("GET", &server.url("/metrics"), &[], "").await;
+    assert!(
+        metrics
+            .body
+            .contains("gatehouse_ingest_rate_limited_total{source=\"stripe\"} 1"),
+        "{}",
+        metrics.body
+    );
+}
+
+async fn a_content_type_the_provider_cannot_sign_is_415_and_recorded(db: Database) {
+    let sources = format!(
+        "{}\n[[sources]]\nname = \"mail\"\nprovider = \"mailgun\"\nsecrets = [\"key-mailgun\"]\n",
+        standard_sources()
+    );
+    let server = Server::start(&db, &sources);
+    // Mailgun's legacy webhooks post forms; only its JSON webhooks are signed
+    // in a way gatehouse verifies.
+    let answer = send(
+        "POST",
+        &server.url("/in/mail"),
+        &[("content-type", "application/x-www-form-urlencoded".into())],
+        "timestamp=1700000000&token=abc&signature=00&event=delivered",
+    )
+    .await;
+    assert_eq!(answer.status, 415, "{}", answer.body);
+    assert_eq!(answer.json()["error"], "unsupported_media_type");
+    assert!(answer.json()["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("JSON webhooks"));
+    // The same body as JSON is judged by its signature instead.
+    let answer = send(
+        "POST",
+        &server.url("/in/mail"),
+        &[("content-type", "application/json".into())],
+        r#"{"signature":{"timestamp":"1700000000","token":"abc","signature":"00"}}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+
+    let store = db.open_store().await;
+    let mut reasons = Vec::new();
+    for _ in 0..50 {
+        reasons = store
+            .verification_failures(Some("mail"), 10)
+            .await
+            .expect("failures")
+            .into_iter()
+            .map(|failure| failure.reason)
+            .collect();
+        if reasons.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reasons.contains(&"unsupported_media_type".to_string()), "{reasons:?}");
 }
 
 async fn event_outside_subscription_is_stored_as_ignored(db: Database) {
