@@ -11,6 +11,7 @@
 //! - delivery: the `gatehouse-deliver` engine, started here when
 //!   `delivery.enabled`, stopped after ingest has drained.
 //! - [`telemetry`]: ingest events as types, counters.
+//! - [`tls`]: HTTPS served directly, when `server.tls` names the files.
 //!
 //! [`Gateway::start`] builds everything from a [`config::Config`];
 //! [`Gateway::serve`] takes the listener and a shutdown signal, so tests bind
@@ -25,6 +26,7 @@ pub mod poll;
 pub mod retention;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -93,6 +95,8 @@ pub struct Gateway {
     pollers: poll::Pollers,
     /// The retention pruner, when a source has `retention`.
     pruner: Option<retention::Pruner>,
+    /// `server.tls`: serve HTTPS with it.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Gateway {
@@ -142,7 +146,8 @@ impl Gateway {
             public_url: config.file.server.public_url.as_deref().map(Arc::from),
             proxies: Arc::new(
                 ingest::proxy::TrustedProxies::new(&config.file.server.trusted_proxies)
-                    .map_err(|message| StartError::Config { message })?,
+                    .map_err(|message| StartError::Config { message })?
+                    .serving_tls(config.tls.is_some()),
             ),
             certificates: ingest::certificates::CertificateFetcher::new()
                 .map_err(|message| StartError::Outbound { message })?,
@@ -174,6 +179,7 @@ impl Gateway {
             backfill_task,
             pollers,
             pruner,
+            tls: config.tls.clone(),
         })
     }
 
@@ -192,16 +198,22 @@ impl Gateway {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let listener = listener.tap_io(|tcp| {
-            // Small JSON answers must not wait for Nagle's algorithm.
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
-            listener,
-            self.router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        match self.tls {
+            Some(tls) => {
+                // TapIo (a no-op here) is what gives a custom listener
+                // axum's ConnectInfo<SocketAddr>.
+                let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+                axum::serve(listener, service).with_graceful_shutdown(shutdown).await?;
+            }
+            None => {
+                let listener = listener.tap_io(|tcp| {
+                    // Small JSON answers must not wait for Nagle's algorithm.
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, service).with_graceful_shutdown(shutdown).await?;
+            }
+        }
         // A backfill cut off mid-page loses nothing: what it stored is
         // committed, and the next run picks up the rest.
         if let Some(task) = self.backfill_task {
@@ -250,12 +262,13 @@ pub fn console_state(config: &Config, store: Arc<dyn Store>) -> Result<gatehouse
             .collect(),
     };
     // Cookies get `Secure` when people reach the console over HTTPS.
-    let secure_cookies = config
-        .file
-        .server
-        .public_url
-        .as_deref()
-        .is_some_and(|url| url.starts_with("https://"));
+    let secure_cookies = config.tls.is_some()
+        || config
+            .file
+            .server
+            .public_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://"));
     let proxies = ingest::proxy::TrustedProxies::new(&config.file.server.trusted_proxies)
         .map_err(|message| StartError::Config { message })?;
     Ok(gatehouse_console::ConsoleState::new(store, catalog, secure_cookies)

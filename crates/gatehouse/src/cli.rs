@@ -415,7 +415,8 @@ async fn serve(config_path: Option<PathBuf>) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", config.file.server.listen))?;
     let address = listener.local_addr()?;
     // Tests and scripts read this line to find the port when listen uses port 0.
-    println!("gatehouse listening on http://{address}");
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    println!("gatehouse listening on {scheme}://{address}");
     if demo {
         let admin_password = crate::demo::ensure_admin(&*gateway.store()).await?;
         crate::demo::print_banner(&config, address, admin_password.as_deref());

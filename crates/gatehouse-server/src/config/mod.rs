@@ -81,6 +81,19 @@ pub struct ServerConfig {
     /// 2,048 per transaction, whatever this says.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Serve HTTPS directly with these PEM files (relative to the config
+    /// file); without it, plain HTTP (behind a TLS-terminating proxy).
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[server] tls = { cert = "fullchain.pem", key = "key.pem" }`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +105,7 @@ impl Default for ServerConfig {
             body_limit: default_body_limit(),
             commit_timeout: default_commit_timeout(),
             max_batch: default_max_batch(),
+            tls: None,
         }
     }
 }
@@ -225,6 +239,8 @@ pub struct Config {
     pub api_tokens: Vec<Option<Secret>>,
     /// Each enriching route's token and host allow-list, by route name.
     pub enrichment: std::collections::HashMap<String, gatehouse_deliver::enrich::EnrichResolved>,
+    /// `server.tls`, loaded: HTTPS is served with it.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Config {
@@ -251,6 +267,20 @@ impl Config {
         let secrets = validate(&file, base_dir).map_err(invalid)?;
         let destinations = validate_delivery(&file, base_dir).map_err(invalid)?;
         let (api_tokens, enrichment) = crate::backfill::validate(&file, base_dir).map_err(invalid)?;
+        let tls = match &file.server.tls {
+            Some(files) => Some(
+                crate::tls::load(&base_dir.join(&files.cert), &base_dir.join(&files.key))
+                    .map_err(|(which, message)| {
+                        let key = match which {
+                            crate::tls::TlsFile::Cert => "cert",
+                            crate::tls::TlsFile::Key => "key",
+                        };
+                        (KeyPath::root("server").key("tls").key(key), message)
+                    })
+                    .map_err(invalid)?,
+            ),
+            None => None,
+        };
         Ok(Self {
             origin: origin.to_path_buf(),
             file,
@@ -258,6 +288,7 @@ impl Config {
             destinations,
             api_tokens,
             enrichment,
+            tls,
         })
     }
 }

@@ -7,9 +7,14 @@ use std::net::IpAddr;
 use axum::http::{header, HeaderMap, Uri};
 use ipnet::IpNet;
 
-/// The configured trusted proxies.
+/// The configured trusted proxies, and how requests reach this process.
 #[derive(Clone, Debug, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    networks: Vec<IpNet>,
+    /// Whether connections to this process are TLS (`server.tls`): the
+    /// scheme of the URL a direct caller used.
+    direct_tls: bool,
+}
 
 /// Parses `10.0.0.0/8`, `192.0.2.7` or `::1` into a network.
 pub fn parse_network(text: &str) -> Result<IpNet, String> {
@@ -25,11 +30,19 @@ impl TrustedProxies {
             .iter()
             .map(|n| parse_network(n))
             .collect::<Result<_, _>>()
-            .map(Self)
+            .map(|networks| Self {
+                networks,
+                direct_tls: false,
+            })
+    }
+
+    /// Says that this process serves HTTPS itself (`server.tls`).
+    pub fn serving_tls(self, direct_tls: bool) -> Self {
+        Self { direct_tls, ..self }
     }
 
     fn trusts(&self, address: IpAddr) -> bool {
-        self.0.iter().any(|network| network.contains(&address))
+        self.networks.iter().any(|network| network.contains(&address))
     }
 
     /// The client address: the peer, or, when the peer is a trusted proxy,
@@ -54,7 +67,8 @@ impl TrustedProxies {
 
     /// The URL the provider called: `configured` (`server.public_url`) when
     /// set; else, from a trusted proxy, `X-Forwarded-Proto` and
-    /// `X-Forwarded-Host`; else `http://` + `Host`. Path and query verbatim.
+    /// `X-Forwarded-Host`; else this connection's scheme (`https` under
+    /// `server.tls`) + `Host`. Path and query verbatim.
     pub fn public_url(&self, configured: Option<&str>, peer: IpAddr, headers: &HeaderMap, uri: &Uri) -> String {
         let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         if let Some(base) = configured {
@@ -69,14 +83,16 @@ impl TrustedProxies {
                 .filter(|v| !v.is_empty())
         };
         let host_header = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let direct_scheme = if self.direct_tls { "https" } else { "http" };
         let (scheme, host) = if self.trusts(peer) {
             let scheme = match first("x-forwarded-proto") {
                 Some("https") => "https",
-                _ => "http",
+                Some(_) => "http",
+                None => direct_scheme,
             };
             (scheme, first("x-forwarded-host").or(host_header))
         } else {
-            ("http", host_header)
+            (direct_scheme, host_header)
         };
         format!("{scheme}://{}{path_and_query}", host.unwrap_or("localhost"))
     }
@@ -122,6 +138,29 @@ mod tests {
         assert_eq!(
             proxies.public_url(Some("https://gw.example.org"), stranger, &forwarded, &uri),
             "https://gw.example.org/in/twilio?foo=1"
+        );
+    }
+
+    #[test]
+    fn served_over_tls_the_direct_scheme_is_https() {
+        let proxies = TrustedProxies::new(&["10.0.0.0/8".into()]).unwrap().serving_tls(true);
+        let uri: Uri = "/in/twilio".parse().unwrap();
+        let direct = headers(&[("host", "hooks.example.com")]);
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(
+            proxies.public_url(None, stranger, &direct, &uri),
+            "https://hooks.example.com/in/twilio"
+        );
+        let proxy: IpAddr = "10.2.3.4".parse().unwrap();
+        assert_eq!(
+            proxies.public_url(None, proxy, &direct, &uri),
+            "https://hooks.example.com/in/twilio",
+            "a trusted proxy that says nothing keeps the connection's scheme"
+        );
+        let plain = headers(&[("host", "hooks.example.com"), ("x-forwarded-proto", "http")]);
+        assert_eq!(
+            proxies.public_url(None, proxy, &plain, &uri),
+            "http://hooks.example.com/in/twilio"
         );
     }
 

@@ -70,6 +70,10 @@ fn bad_values_are_refused_with_what_was_expected() {
         ("[server]\nlisten = \"nowhere\"\n", "FILE:2: server.listen"),
         ("[storage]\nurl = \"mysql://x\"\n", "FILE:2: storage.url"),
         (
+            "[server]\ntls = { cert = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }\n",
+            "FILE:2: server.tls.cert: cannot read certificates from /nonexistent/cert.pem",
+        ),
+        (
             "[[sources]]\nname = \"a\"\nprovider = \"stripe\"\nsecrets = [\"x\"]\nrate_limit = 0\n",
             "FILE:5: sources[0].rate_limit: must be at least 1",
         ),

@@ -276,6 +276,8 @@ impl Drop for Proxy {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// `http`, or `https` under `server.tls`.
+    pub scheme: &'static str,
     pub config_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -336,11 +338,14 @@ impl Server {
             .expect("spawn gatehouse");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
+        let (scheme, addr) = loop {
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(rest) = line.strip_prefix("gatehouse listening on http://") {
-                        break rest.trim().parse().expect("address");
+                        break ("http", rest.trim().parse().expect("address"));
+                    }
+                    if let Some(rest) = line.strip_prefix("gatehouse listening on https://") {
+                        break ("https", rest.trim().parse().expect("address"));
                     }
                 }
                 _ => {
@@ -354,6 +359,7 @@ impl Server {
         Self {
             child,
             addr,
+            scheme,
             config_path,
             _dir: dir,
         }
@@ -361,7 +367,7 @@ impl Server {
 
     /// The URL of a path on this server.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Stops the process with SIGKILL (no graceful anything).

@@ -18,3 +18,4 @@ mod ingest;
 mod recovery_backfill;
 mod recovery_poll;
 mod recovery_retention;
+mod tls;
