@@ -96,7 +96,7 @@ pub struct Gateway {
     /// The retention pruner, when a source has `retention`.
     pruner: Option<retention::Pruner>,
     /// `server.tls`: serve HTTPS with it.
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<tls::ServedCertificate>>,
 }
 
 impl Gateway {

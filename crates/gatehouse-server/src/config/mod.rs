@@ -240,7 +240,7 @@ pub struct Config {
     /// Each enriching route's token and host allow-list, by route name.
     pub enrichment: std::collections::HashMap<String, gatehouse_deliver::enrich::EnrichResolved>,
     /// `server.tls`, loaded: HTTPS is served with it.
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    pub tls: Option<std::sync::Arc<crate::tls::ServedCertificate>>,
 }
 
 impl Config {
@@ -269,7 +269,7 @@ impl Config {
         let (api_tokens, enrichment) = crate::backfill::validate(&file, base_dir).map_err(invalid)?;
         let tls = match &file.server.tls {
             Some(files) => Some(
-                crate::tls::load(&base_dir.join(&files.cert), &base_dir.join(&files.key))
+                crate::tls::ServedCertificate::load(&base_dir.join(&files.cert), &base_dir.join(&files.key))
                     .map_err(|(which, message)| {
                         let key = match which {
                             crate::tls::TlsFile::Cert => "cert",
