@@ -405,14 +405,20 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, String)], body: imp
         request = request.header(*name, value);
     }
     let request = request.body(Full::new(body.into())).expect("request");
-    let response = client.request(request).await.expect("send request");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
+    Answer::read(client.request(request).await.expect("send request")).await
+}
+
+impl Answer {
+    /// Reads a whole response.
+    pub async fn read(response: hyper::Response<hyper::body::Incoming>) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        Self {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -69,14 +69,7 @@ async fn send_tls(server: &Server, server_name: &str, path: &str, headers: &[(&s
         .send_request(request.body(Full::new(Bytes::from(body))).expect("request"))
         .await
         .expect("response");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    Answer::read(response).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
