@@ -214,6 +214,67 @@ pub async fn lookup_by_dedup_key(store: &dyn Store) {
         .is_none());
 }
 
+/// The live tail: events committed after it started, oldest first, each
+/// once, including a burst larger than one page and an event committed
+/// after a newer one.
+pub async fn tail_reports_each_commit_once(store: &dyn Store) {
+    use crate::tail::EventTail;
+    let source = unique_source("tail");
+    store
+        .ingest(vec![sample_event(&source, "before")])
+        .await
+        .expect("ingest");
+    let mut tail = EventTail::starting_now(store, Some(source.clone()))
+        .await
+        .expect("tail");
+    assert!(
+        tail.poll(store).await.expect("poll").is_empty(),
+        "what was there is not new"
+    );
+
+    let keys = |events: &[gatehouse_core::EventSummary]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e.provider_event_id.clone().unwrap_or_default())
+            .collect()
+    };
+    store
+        .ingest((1..=3).map(|n| sample_event(&source, &format!("k{n}"))).collect())
+        .await
+        .expect("ingest");
+    assert_eq!(keys(&tail.poll(store).await.expect("poll")), ["k1", "k2", "k3"]);
+    assert!(tail.poll(store).await.expect("poll").is_empty(), "each once");
+
+    // Received (and so numbered) half a second ago, committed only now.
+    let mut late = sample_event(&source, "late");
+    late.id = EventId::first_at(late.id.timestamp_ms() - 500);
+    store.ingest(vec![late]).await.expect("ingest");
+    assert_eq!(keys(&tail.poll(store).await.expect("poll")), ["late"]);
+
+    // More than a page (1,000) between two polls.
+    for chunk in 0..3 {
+        store
+            .ingest(
+                (0..500)
+                    .map(|n| sample_event(&source, &format!("burst-{chunk}-{n}")))
+                    .collect(),
+            )
+            .await
+            .expect("ingest");
+    }
+    let burst = tail.poll(store).await.expect("poll");
+    assert_eq!(burst.len(), 1500, "every event of the burst");
+    assert!(burst.windows(2).all(|pair| pair[0].id < pair[1].id), "oldest first");
+    assert!(tail.poll(store).await.expect("poll").is_empty());
+
+    // Another source's events are not this tail's.
+    store
+        .ingest(vec![sample_event(&unique_source("other"), "elsewhere")])
+        .await
+        .expect("ingest");
+    assert!(tail.poll(store).await.expect("poll").is_empty());
+}
+
 /// Lists are newest first, filter by source and type, and page by keyset.
 pub async fn list_pages_newest_first(store: &dyn Store) {
     let source = unique_source("list");
@@ -1586,7 +1647,7 @@ macro_rules! conformance_tests {
     (@all $mode:tt $make:expr) => {
         $crate::conformance_tests!(@each $mode $make;
             ingest_then_read_back, duplicates_across_batches, duplicates_within_a_batch,
-            empty_batch, large_body, lookup_by_dedup_key, list_pages_newest_first,
+            empty_batch, large_body, lookup_by_dedup_key, list_pages_newest_first, tail_reports_each_commit_once,
             verification_failures_are_kept, counts_per_source, ping,
             deliveries_are_created_with_the_event, claim_then_succeed, claims_take_the_oldest_due_first,
             retry_then_dead_then_operator_retry,

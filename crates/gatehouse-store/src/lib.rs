@@ -15,6 +15,7 @@ use gatehouse_core::{
 };
 
 pub mod codec;
+pub mod tail;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -1,7 +1,9 @@
 //! Live tail: the newest events, then each new one as it is stored, over
-//! server-sent events. The stream polls the store with an `after` cursor
-//! (cheap: an index range scan), so it works the same on SQLite and on
-//! PostgreSQL with several gatehouse processes.
+//! server-sent events. The stream polls the store through
+//! [`EventTail`] (index range scans), which reports every committed event
+//! once even when a burst outgrows a page or commits land out of id order,
+//! so it works the same on SQLite and on PostgreSQL with several gatehouse
+//! processes.
 
 use std::convert::Infallible;
 use std::str::FromStr;
@@ -16,6 +18,7 @@ use http::HeaderMap;
 use tokio::sync::mpsc;
 
 use gatehouse_core::EventId;
+use gatehouse_store::tail::EventTail;
 use gatehouse_store::EventQuery;
 
 use super::events::{Choice, EventRow};
@@ -28,7 +31,8 @@ const POLL: Duration = Duration::from_secs(1);
 const SESSION_CHECK: Duration = Duration::from_secs(30);
 /// Events shown when the page opens.
 const INITIAL: u32 = 20;
-/// Events sent per poll at most (a burst is sent over several polls).
+/// Messages waiting for the browser at most: a slow browser slows the
+/// polling instead of growing a queue.
 const BATCH: u32 = 200;
 
 #[derive(Template)]
@@ -120,22 +124,22 @@ async fn follow(
     pages: Shared,
     headers: HeaderMap,
     source: Option<String>,
-    mut after: Option<EventId>,
+    after: Option<EventId>,
     sender: mpsc::Sender<Event>,
 ) {
-    if after.is_none() {
-        // Start from now: the page already shows the latest events.
-        let newest = pages
-            .state
-            .store
-            .list_events(&EventQuery {
-                source: source.clone(),
-                limit: 1,
-                ..EventQuery::default()
-            })
-            .await;
-        after = newest.ok().and_then(|events| events.first().map(|event| event.id));
-    }
+    let store = pages.state.store.clone();
+    // Without a cursor, start from now: the page already shows the latest
+    // events.
+    let mut tail = match after {
+        Some(after) => EventTail::after(source, Some(after)),
+        None => match EventTail::starting_now(&*store, source.clone()).await {
+            Ok(tail) => tail,
+            Err(error) => {
+                tracing::warn!(%error, "Live tail could not start; starting from the beginning.");
+                EventTail::after(source, None)
+            }
+        },
+    };
     let mut since_check = Duration::ZERO;
     loop {
         if sender.is_closed() {
@@ -147,17 +151,8 @@ async fn follow(
                 return;
             }
         }
-        let query = EventQuery {
-            source: source.clone(),
-            after,
-            limit: BATCH,
-            ..EventQuery::default()
-        };
-        match pages.state.store.list_events(&query).await {
-            Ok(mut events) => {
-                // Newest first from the store; the browser wants them in
-                // arrival order.
-                events.reverse();
+        match tail.poll(&*store).await {
+            Ok(events) => {
                 for event in &events {
                     let data = TailEvent {
                         id: event.id.to_string(),
@@ -177,11 +172,6 @@ async fn follow(
                     if sender.send(message).await.is_err() {
                         return;
                     }
-                    after = Some(event.id);
-                }
-                if events.len() == BATCH as usize {
-                    // More waiting: fetch the next batch at once.
-                    continue;
                 }
             }
             Err(error) => tracing::warn!(%error, "Live tail could not read events; trying again."),
