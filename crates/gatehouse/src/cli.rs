@@ -121,6 +121,8 @@ pub enum Command {
     Backfill(crate::backfill::BackfillArgs),
     /// Look events up: `events show --provider-id evt_…` answers "was it processed?".
     Events(crate::events::EventsArgs),
+    /// Follow events as they are committed, one line each, until Ctrl-C.
+    Tail(crate::tail::TailArgs),
     /// Apply the sources' `retention` now: old events whose deliveries are
     /// final lose body, headers and attempts and stay as tombstones.
     Prune(crate::prune::PruneArgs),
@@ -162,6 +164,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Tokens(args) => crate::access::tokens(args).await,
         Command::Backfill(args) => crate::backfill::run(args).await,
         Command::Events(args) => crate::events::run(args).await,
+        Command::Tail(args) => crate::tail::run(args).await,
         Command::Prune(args) => crate::prune::run(args).await,
     }
 }
@@ -226,7 +229,7 @@ where
 }
 
 /// Loads the config and opens its storage.
-async fn open(config_path: &Path) -> Result<(Config, Arc<dyn Store>)> {
+pub(crate) async fn open(config_path: &Path) -> Result<(Config, Arc<dyn Store>)> {
     let config = Config::load(config_path)?;
     let store = gatehouse_server::storage::open(&config.file.storage)
         .await
@@ -427,7 +430,7 @@ async fn serve(config_path: Option<PathBuf>) -> Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -151,7 +151,8 @@ async fn report(store: &dyn Store, event: EventSummary, verification: String) ->
     })
 }
 
-fn time(at: UnixMillis) -> String {
+/// `at` as RFC 3339 with milliseconds, UTC.
+pub(crate) fn time(at: UnixMillis) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(at.0).unwrap_or(0));
     humantime::format_rfc3339_millis(at).to_string()
 }

@@ -8,6 +8,7 @@ mod demo;
 mod events;
 mod prune;
 mod send;
+mod tail;
 
 use anyhow::Result;
 use clap::Parser;

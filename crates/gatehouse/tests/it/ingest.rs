@@ -14,6 +14,7 @@ on_both_backends!(
     oversized_body_is_413_and_not_stored,
     over_the_rate_limit_is_429_with_retry_after_and_not_stored,
     a_content_type_the_provider_cannot_sign_is_415_and_recorded,
+    tail_prints_each_new_event_once,
     event_outside_subscription_is_stored_as_ignored,
     github_ping_is_recorded_as_ping,
     database_unavailable_is_503_then_recovers,
@@ -298,6 +299,85 @@ async fn a_content_type_the_provider_cannot_sign_is_415_and_recorded(db: Databas
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(reasons.contains(&"unsupported_media_type".to_string()), "{reasons:?}");
+}
+
+async fn tail_prints_each_new_event_once(db: Database) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let server = Server::start(&db, &standard_sources());
+    let old = send_stripe(&server, "evt_tail_old", "payment_intent.succeeded").await;
+    assert_eq!(old.status, 200);
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["tail", "--json", "--source", "stripe", "--config"])
+        .arg(&server.config_path)
+        .env("GATEHOUSE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tail");
+    // It says so on stderr once it follows.
+    let mut stderr = BufReader::new(tail.stderr.take().expect("stderr"));
+    let mut said = String::new();
+    stderr.read_line(&mut said).expect("read");
+    assert!(said.starts_with("Following new events of stripe"), "{said}");
+
+    for id in ["evt_tail_1", "evt_tail_2"] {
+        let answer = send_stripe(&server, id, "payment_intent.succeeded").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    // A duplicate and another source's event are not new stripe events.
+    send_stripe(&server, "evt_tail_1", "payment_intent.succeeded").await;
+    let github_body = r#"{"zen":"x","hook_id":1}"#;
+    send(
+        "POST",
+        &server.url("/in/github"),
+        &[
+            (
+                "x-hub-signature-256",
+                gatehouse_verify::providers::github::sign(GITHUB_SECRET.as_bytes(), github_body.as_bytes()),
+            ),
+            ("x-github-event", "ping".into()),
+            ("x-github-delivery", "tail-github".into()),
+        ],
+        github_body,
+    )
+    .await;
+    send_stripe(&server, "evt_tail_3", "charge.refunded").await;
+
+    let stdout = tail.stdout.take().expect("stdout");
+    let lines = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .take(3)
+            .map(|line| serde_json::from_str::<serde_json::Value>(&line.expect("line")).expect("JSON"))
+            .collect::<Vec<_>>()
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(20), lines)
+        .await
+        .expect("three lines within 20 s")
+        .expect("reader");
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let seen: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|line| {
+            (
+                line["provider_event_id"].as_str().unwrap_or_default(),
+                line["disposition"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("evt_tail_1", "accepted"),
+            ("evt_tail_2", "accepted"),
+            ("evt_tail_3", "ignored")
+        ],
+        "new events only, in order, the old one and the duplicate left out"
+    );
+    assert!(lines.iter().all(|line| line["source"] == "stripe"));
 }
 
 async fn event_outside_subscription_is_stored_as_ignored(db: Database) {
