@@ -422,6 +422,23 @@ impl Answer {
     }
 }
 
+/// POSTs a GitHub delivery signed with [`GITHUB_SECRET`] to the `github`
+/// source.
+pub async fn send_github_event(server: &Server, event: &str, delivery: &str, body: &str) -> Answer {
+    let signature = gatehouse_verify::providers::github::sign(GITHUB_SECRET.as_bytes(), body.as_bytes());
+    send(
+        "POST",
+        &server.url("/in/github"),
+        &[
+            ("x-hub-signature-256", signature),
+            ("x-github-event", event.into()),
+            ("x-github-delivery", delivery.into()),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
 /// A Stripe event body.
 pub fn stripe_body(id: &str, event_type: &str) -> String {
     format!(r#"{{"id":"{id}","object":"event","type":"{event_type}","data":{{"object":{{"id":"pi_1"}}}}}}"#)

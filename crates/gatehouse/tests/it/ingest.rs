@@ -211,19 +211,11 @@ async fn over_the_rate_limit_is_429_with_retry_after_and_not_stored(db: Database
         "under a second, rounded up"
     );
     // The other source has no limit.
-    let github_body = r#"{"action":"opened","number":1}"#;
-    let answer = send(
-        "POST",
-        &server.url("/in/github"),
-        &[
-            (
-                "x-hub-signature-256",
-                gatehouse_verify::providers::github::sign(GITHUB_SECRET.as_bytes(), github_body.as_bytes()),
-            ),
-            ("x-github-event", "pull_request".into()),
-            ("x-github-delivery", "rl-github-1".into()),
-        ],
-        github_body,
+    let answer = send_github_event(
+        &server,
+        "pull_request",
+        "rl-github-1",
+        r#"{"action":"opened","number":1}"#,
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -328,21 +320,7 @@ async fn tail_prints_each_new_event_once(db: Database) {
     }
     // A duplicate and another source's event are not new stripe events.
     send_stripe(&server, "evt_tail_1", "payment_intent.succeeded").await;
-    let github_body = r#"{"zen":"x","hook_id":1}"#;
-    send(
-        "POST",
-        &server.url("/in/github"),
-        &[
-            (
-                "x-hub-signature-256",
-                gatehouse_verify::providers::github::sign(GITHUB_SECRET.as_bytes(), github_body.as_bytes()),
-            ),
-            ("x-github-event", "ping".into()),
-            ("x-github-delivery", "tail-github".into()),
-        ],
-        github_body,
-    )
-    .await;
+    send_github_event(&server, "ping", "tail-github", r#"{"zen":"x","hook_id":1}"#).await;
     send_stripe(&server, "evt_tail_3", "charge.refunded").await;
 
     let stdout = tail.stdout.take().expect("stdout");
@@ -397,18 +375,7 @@ async fn event_outside_subscription_is_stored_as_ignored(db: Database) {
 async fn github_ping_is_recorded_as_ping(db: Database) {
     let server = Server::start(&db, &standard_sources());
     let body = r#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
-    let signature = gatehouse_verify::providers::github::sign(GITHUB_SECRET.as_bytes(), body.as_bytes());
-    let answer = send(
-        "POST",
-        &server.url("/in/github"),
-        &[
-            ("x-hub-signature-256", signature),
-            ("x-github-event", "ping".into()),
-            ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
-        ],
-        body,
-    )
-    .await;
+    let answer = send_github_event(&server, "ping", "72d3162e-cc78-11e3-81ab-4c9367dc0958", body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.json()["status"], "ping");
     let store = db.open_store().await;
