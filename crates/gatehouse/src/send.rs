@@ -64,6 +64,11 @@ pub struct SendArgs {
     /// List the providers and their sample events.
     #[arg(long)]
     pub list: bool,
+    /// For an https:// URL, trust only the certificates in this PEM file
+    /// (the gateway's own self-signed certificate, or a private CA) instead
+    /// of the system's roots.
+    #[arg(long, value_name = "PEM")]
+    pub cacert: Option<PathBuf>,
     /// Give up waiting for the answer after this long.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -238,7 +243,7 @@ pub async fn run(args: SendArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let (status, answer) = deliver(&signed, args.timeout).await?;
+    let (status, answer) = deliver(&signed, args.cacert.as_deref(), args.timeout).await?;
     println!("HTTP {status}");
     let answer = String::from_utf8_lossy(&answer);
     if !answer.is_empty() {
@@ -431,8 +436,16 @@ fn as_json(signed: &SignedRequest) -> serde_json::Value {
 }
 
 /// Sends the request; returns the status and the answer's body.
-async fn deliver(signed: &SignedRequest, timeout: Duration) -> Result<(http::StatusCode, Bytes)> {
-    let client = gatehouse_deliver::destination::http::client().map_err(anyhow::Error::msg)?;
+async fn deliver(
+    signed: &SignedRequest,
+    cacert: Option<&std::path::Path>,
+    timeout: Duration,
+) -> Result<(http::StatusCode, Bytes)> {
+    let client = match cacert {
+        Some(roots) => gatehouse_deliver::destination::http::client_trusting(roots),
+        None => gatehouse_deliver::destination::http::client(),
+    }
+    .map_err(anyhow::Error::msg)?;
     let uri: http::Uri = signed.url.parse().with_context(|| {
         format!(
             "--url {:?} is not a URL (expected e.g. http://127.0.0.1:8080/in/stripe)",

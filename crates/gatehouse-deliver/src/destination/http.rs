@@ -52,13 +52,42 @@ pub fn client() -> Result<HttpClient, String> {
                 .map_err(|e| e.to_string())?
         }
     };
+    Ok(build_client(builder))
+}
+
+/// A client like [`client`]'s that trusts only the certificates in the PEM
+/// file `roots` (a private CA, or a server's own self-signed certificate),
+/// for `gatehouse send` to a gateway serving HTTPS with one.
+pub fn client_trusting(roots: &std::path::Path) -> Result<HttpClient, String> {
+    use rustls::pki_types::pem::PemObject;
+    let unreadable = |e: &dyn std::fmt::Display| format!("cannot read certificates from {}: {e}", roots.display());
+    let mut store = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_file_iter(roots).map_err(|e| unreadable(&e))? {
+        store
+            .add(certificate.map_err(|e| unreadable(&e))?)
+            .map_err(|e| unreadable(&e))?;
+    }
+    if store.is_empty() {
+        return Err(format!("{} holds no PEM certificate", roots.display()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(build_client(
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config),
+    ))
+}
+
+fn build_client(builder: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector))
+        .build(connector)
 }
 
 /// One http destination.
@@ -658,6 +687,18 @@ mod tests {
         assert_eq!(report.status_code, Some(202));
         assert_eq!(report.excerpt, Bytes::from_static(b"partial"));
         server.abort();
+    }
+
+    #[test]
+    fn a_trust_file_must_hold_certificates() {
+        let dir = tempfile::tempdir().expect("dir");
+        let missing = dir.path().join("missing.pem");
+        let error = client_trusting(&missing).expect_err("missing");
+        assert!(error.contains("missing.pem"), "{error}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").expect("write");
+        let error = client_trusting(&empty).expect_err("empty");
+        assert!(error.contains("holds no PEM certificate"), "{error}");
     }
 
     #[tokio::test]

@@ -112,3 +112,37 @@ async fn https_ingest_commits_and_plain_http_gets_nothing() {
         "plain HTTP must not be answered 2xx: {outcome:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_reaches_a_self_signed_gateway_only_with_its_certificate() {
+    let (db, server) = start_https().await;
+    // The github source: the stripe one takes bodies of 1 KiB at most.
+    let url = format!("https://localhost:{}/in/github", server.addr.port());
+    let cacert = fixture("localhost.crt");
+    let cacert = cacert.to_str().expect("path");
+    let secret = format!("--secret={GITHUB_SECRET}");
+    let send = [
+        "send",
+        "--provider",
+        "github",
+        &secret,
+        "--id",
+        "tls-send-1",
+        "--url",
+        &url,
+    ];
+    // The gatehouse process is separate: a blocking call here holds nothing it needs.
+    let (ok, stdout, stderr) = run_cli(&send);
+    assert!(!ok, "the system does not trust the test certificate: {stdout}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+
+    let (ok, stdout, stderr) = run_cli(&[&send[..], &["--cacert", cacert]].concat());
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("HTTP 200"), "{stdout}");
+    let store = db.open_store().await;
+    assert!(store
+        .event_by_dedup_key("github", "tls-send-1")
+        .await
+        .expect("read")
+        .is_some());
+}
