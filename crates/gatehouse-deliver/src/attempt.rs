@@ -272,6 +272,7 @@ mod tests {
             config: toml::from_str("name = \"d\"\ntype = \"exec\"\ncommand = [\"/bin/cat\"]").expect("destination"),
             secret: None,
             headers: Vec::new(),
+            ca_client: None,
         };
         let route: RouteConfig =
             toml::from_str(&format!("name = \"r\"\nsource = \"s\"\ndestination = \"d\"\n{extra}")).expect("route");

@@ -54,6 +54,11 @@ pub struct DestinationConfig {
     pub concurrency: Option<usize>,
     /// Most attempts per second to this destination (default unlimited).
     pub rate_limit: Option<u32>,
+    /// `http`: a PEM file (relative to the config file) whose certificates
+    /// are the only ones trusted for this destination's https:// URL: a
+    /// private CA, or the receiver's own self-signed certificate. Default:
+    /// the system's roots.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// `[[routes]]`: which events of a source go to a destination, and how.
@@ -300,6 +305,7 @@ impl DestinationConfig {
                 only_http("headers", !self.headers.is_empty())?;
                 only_http("forward_headers", !self.forward_headers.is_empty())?;
                 only_http("secret", self.secret.is_some())?;
+                only_http("ca_cert", self.ca_cert.is_some())?;
             }
         }
         if self.timeout.is_some_and(|t| t.is_zero()) {

@@ -759,6 +759,7 @@ mod tests {
             .expect("destination"),
             secret: None,
             headers: Vec::new(),
+            ca_client: None,
         };
         let route: RouteConfig = toml::from_str(&format!(
             "name = \"r\"\nsource = \"s\"\ndestination = \"sink\"\nretry = {{ base = \"10ms\", cap = \"20ms\", max_attempts = 3 }}\n{route_extra}"

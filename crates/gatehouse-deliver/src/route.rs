@@ -224,6 +224,7 @@ mod tests {
             config: toml::from_str(text).expect("parses"),
             secret: None,
             headers: Vec::new(),
+            ca_client: None,
         }
     }
 

@@ -448,6 +448,7 @@ mod tests {
             config,
             secret: secret.map(Secret::new),
             headers,
+            ca_client: None,
         };
         HttpDestination::build(&resolved, client().expect("client")).expect("builds")
     }
@@ -689,6 +690,83 @@ mod tests {
         server.abort();
     }
 
+    /// The HTTPS test certificate (localhost and 127.0.0.1) and its key.
+    fn tls_fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../gatehouse-server/tests/fixtures")
+            .join(name)
+    }
+
+    /// A receiver over HTTPS with the test certificate, answering 200 to
+    /// every request.
+    async fn https_receiver() -> String {
+        use rustls::pki_types::pem::PemObject;
+        let chain = rustls::pki_types::CertificateDer::pem_file_iter(tls_fixture("localhost.crt"))
+            .expect("cert")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("cert");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(tls_fixture("localhost.key")).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("https://localhost:{}/hook", listener.local_addr().expect("addr").port());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else { return };
+                    let service = hyper::service::service_fn(|_request| async { Ok::<_, hyper::Error>(ok()) });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn ca_cert_makes_a_private_certificate_trusted_for_its_destination_only() {
+        let url = https_receiver().await;
+        let config: DestinationConfig =
+            toml::from_str(&format!("name = \"d\"\ntype = \"http\"\nurl = \"{url}\"\n")).expect("config");
+        let event = &event(b"{}");
+        let send = |ca_client: Option<HttpClient>| {
+            let resolved = ResolvedDestination {
+                config: config.clone(),
+                secret: None,
+                headers: Vec::new(),
+                ca_client,
+            };
+            async move {
+                let destination =
+                    crate::destination::Destination::build(&resolved, &client().expect("client")).expect("builds");
+                let slot = destination
+                    .acquire(tokio::time::Instant::now() + Duration::from_secs(5))
+                    .await;
+                destination.send(&outbound(event), &slot.expect("slot")).await
+            }
+        };
+        // The shared client trusts the system's roots, not this certificate.
+        match send(None).await.result {
+            AttemptResult::ConnectionFailed(message) => {
+                assert!(message.to_lowercase().contains("certificate"), "{message}")
+            }
+            other => panic!("expected a certificate failure, got {other:?}"),
+        }
+        let trusting = client_trusting(&tls_fixture("localhost.crt")).expect("client");
+        let report = send(Some(trusting)).await;
+        assert_eq!(report.status_code, Some(200), "{:?}", report.result);
+    }
+
     #[test]
     fn a_trust_file_must_hold_certificates() {
         let dir = tempfile::tempdir().expect("dir");
@@ -736,6 +814,7 @@ mod tests {
             config: config.clone(),
             secret: Some(Secret::new("whsec_not base64!")),
             headers: Vec::new(),
+            ca_client: None,
         };
         let issue = HttpDestination::build(&bad_secret, client.clone()).expect_err("bad secret");
         assert_eq!(issue.key, "secret");
@@ -744,6 +823,7 @@ mod tests {
             config,
             secret: None,
             headers: vec![("x-token".into(), Secret::new("line\nbreak"))],
+            ca_client: None,
         };
         let issue = HttpDestination::build(&bad_header, client).expect_err("bad header");
         assert_eq!(issue.key, "headers");

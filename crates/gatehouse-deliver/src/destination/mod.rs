@@ -34,6 +34,9 @@ pub struct ResolvedDestination {
     pub secret: Option<Secret>,
     /// The resolved `headers` values, by header name, in config order.
     pub headers: Vec<(String, Secret)>,
+    /// A client trusting only `ca_cert`'s certificates, when it is set
+    /// (built by the config loader, which reports a bad file).
+    pub ca_client: Option<http::HttpClient>,
 }
 
 impl ResolvedDestination {
@@ -126,7 +129,10 @@ impl Destination {
         let config = &resolved.config;
         resolved.check()?;
         let sender = match config.kind()? {
-            DestinationKind::Http => Sender::Http(Box::new(http::HttpDestination::build(resolved, client.clone())?)),
+            DestinationKind::Http => {
+                let client = resolved.ca_client.as_ref().unwrap_or(client).clone();
+                Sender::Http(Box::new(http::HttpDestination::build(resolved, client)?))
+            }
             DestinationKind::Exec => Sender::Exec(exec::ExecDestination::build(config)?),
         };
         Ok(Self {
@@ -179,6 +185,7 @@ mod tests {
             config,
             secret: None,
             headers: Vec::new(),
+            ca_client: None,
         };
         let destination = Destination::build(&resolved, &http::client().expect("client")).expect("builds");
         let start = tokio::time::Instant::now();

@@ -457,10 +457,19 @@ fn validate_delivery(file: &ConfigFile, base_dir: &Path) -> Result<Vec<ResolvedD
                     .map_err(|message| (at("headers").key(name), message))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let ca_client = destination
+            .ca_cert
+            .as_ref()
+            .map(|path| {
+                gatehouse_deliver::destination::http::client_trusting(&base_dir.join(path))
+                    .map_err(|message| (at("ca_cert"), message))
+            })
+            .transpose()?;
         let destination = ResolvedDestination {
             config: destination.clone(),
             secret,
             headers,
+            ca_client,
         };
         destination.check().map_err(|issue| (at(&issue.key), issue.message))?;
         resolved.push(destination);

@@ -70,6 +70,10 @@ fn bad_values_are_refused_with_what_was_expected() {
         ("[server]\nlisten = \"nowhere\"\n", "FILE:2: server.listen"),
         ("[storage]\nurl = \"mysql://x\"\n", "FILE:2: storage.url"),
         (
+            "[[destinations]]\nname = \"d\"\ntype = \"http\"\nurl = \"https://example.com/hook\"\nca_cert = \"/nonexistent/ca.pem\"\n",
+            "FILE:5: destinations[0].ca_cert: cannot read certificates from /nonexistent/ca.pem",
+        ),
+        (
             "[server]\ntls = { cert = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }\n",
             "FILE:2: server.tls.cert: cannot read certificates from /nonexistent/cert.pem",
         ),
