@@ -9,7 +9,7 @@
 //! - An event's id is given when it is received, before it commits, so
 //!   concurrent requests commit slightly out of id order (one batch can
 //!   commit before a smaller id's batch does). So each poll looks again
-//!   [`REORDER_WINDOW`] behind the newest id it has seen, and remembers the
+//!   [`REORDER_WINDOW_MS`] behind the newest id it has seen, and remembers the
 //!   ids it reported inside that window. An event committed later than
 //!   that behind a newer one is not reported; a commit normally takes
 //!   milliseconds.
@@ -39,14 +39,14 @@ pub struct EventTail {
 }
 
 impl EventTail {
-    /// A tail that reports events after `after` (every stored event when
-    /// `None`), for a reader that has seen everything up to `after` (a
-    /// browser reconnecting with `Last-Event-ID`).
-    pub fn after(source: Option<String>, after: Option<EventId>) -> Self {
+    /// A tail that reports events after `after`, for a reader that has
+    /// seen everything up to it (a browser reconnecting with
+    /// `Last-Event-ID`).
+    pub fn after(source: Option<String>, after: EventId) -> Self {
         Self {
             source,
-            floor: after,
-            newest: after,
+            floor: Some(after),
+            newest: Some(after),
             seen: BTreeSet::new(),
         }
     }

@@ -131,12 +131,15 @@ async fn follow(
     // Without a cursor, start from now: the page already shows the latest
     // events.
     let mut tail = match after {
-        Some(after) => EventTail::after(source, Some(after)),
-        None => match EventTail::starting_now(&*store, source.clone()).await {
+        Some(after) => EventTail::after(source, after),
+        None => match EventTail::starting_now(&*store, source).await {
             Ok(tail) => tail,
             Err(error) => {
-                tracing::warn!(%error, "Live tail could not start; starting from the beginning.");
-                EventTail::after(source, None)
+                // Ending the stream makes the browser reconnect (and start
+                // again) after its retry delay; starting from the
+                // beginning would send every stored event.
+                tracing::warn!(%error, "Live tail could not start; closing the stream.");
+                return;
             }
         },
     };
